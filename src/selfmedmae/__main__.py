@@ -1,0 +1,5 @@
+import sys
+
+from selfmedmae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""Run configuration: typed sections with the paper's defaults, YAML files, ``key=value`` overrides.
+
+A run config is the merge, in order, of
+1. the schema below (every default is the paper's value, see ``docs/`` and the official spec),
+2. the YAML file given on the command line, after the files it names in ``_base_`` (paths relative to it),
+3. ``key=value`` overrides from the command line.
+
+Unknown keys and values of the wrong type are rejected with a message that names the key
+(:class:`ConfigError`). The resolved config is written into the run folder by the stages.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from selfmedmae.data.config import DataConfig
+from selfmedmae.errors import UserError
+from selfmedmae.models.config import ModelConfig
+from selfmedmae.train.config import EvalConfig, TrainConfig
+
+
+class ConfigError(UserError):
+    """A config file or override that cannot be used; the message names the file or key."""
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"  # everything the run writes goes under this folder
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "bf16"  # bf16 | fp16 (GPU, with a grad scaler) | fp32
+    resume: bool = False  # continue from <dir>/checkpoints/last.pt
+
+
+@dataclass
+class Config:
+    stage: str = "pretrain"  # pretrain | finetune
+    task: str = "segmentation"  # segmentation (3D, UNETR) | classification (2D or 3D, ViT + head)
+    init: str = "scratch"  # finetune start: scratch | mae:<ckpt> | imagenet:<ckpt> | official:<ckpt> | native:<ckpt>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+STAGES = ("pretrain", "finetune")
+TASKS = ("segmentation", "classification")
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    """Read one YAML file and the ``_base_`` files it names (relative to it), merged base-first."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: _base_ chain loops back to itself")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        node = OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError and friends
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    bases = node.pop("_base_", None)
+    if bases is None:
+        return node
+    if isinstance(bases, str):
+        bases = [bases]
+    merged = OmegaConf.create({})
+    for base in bases:
+        merged = OmegaConf.merge(merged, _read_yaml(path.parent / str(base), seen + (path,)))
+    return OmegaConf.merge(merged, node)
+
+
+def _check(cfg: DictConfig) -> None:
+    if cfg.stage not in STAGES:
+        raise ConfigError(f"stage: {cfg.stage!r} is not one of {', '.join(STAGES)}")
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}")
+    if cfg.run.precision not in PRECISIONS:
+        raise ConfigError(f"run.precision: {cfg.run.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Build the resolved, validated config of a run. Raises :class:`ConfigError`."""
+    cfg = OmegaConf.structured(Config)
+    try:
+        if path is not None:
+            cfg = OmegaConf.merge(cfg, _read_yaml(Path(path)))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"{item}: an override must look like key=value")
+            key, value = item.split("=", 1)
+            if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+                raise ConfigError(f"{key}: unknown config key")
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
+        OmegaConf.resolve(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        msg = str(exc).splitlines()[0]
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{key + ': ' if key else ''}{msg}") from None
+    _check(cfg)
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(OmegaConf.to_yaml(cfg))
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,59 @@
+"""Data section of the run config. Defaults follow the paper's BTCV recipe; shipped configs set the rest.
+
+Owned by the data modules; each field says which formats read it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class DataConfig:
+    # --- what and where ------------------------------------------------------------------------------
+    format: str = "msd"  # msd | btcv | brats | cxr14 | csv
+    root: str = "data"  # the dataset folder (relative paths resolve from the current directory)
+    spatial_dims: int = 3  # 2: images (classification), 3: volumes
+    in_chans: int = 1  # checked against the files
+    dataset_json: str = "dataset.json"  # msd / btcv / brats: datalist file, relative to root
+    csv: Optional[str] = None  # csv format: the CSV file (relative to root); cxr14: Data_Entry csv (None = find it)
+    image_column: str = "image"  # csv format
+    label_column: Optional[str] = "label"  # csv 3D: label-map path column
+    class_columns: Optional[List[str]] = None  # csv 2D: one 0/1 column per class
+    labels: Optional[List[str]] = None  # class names; None = from dataset.json / the format's own list
+    extra_unlabelled: Optional[str] = None  # pretrain: extra folder / datalist of unlabelled images
+
+    # --- splits ----------------------------------------------------------------------------------------
+    split_file: Optional[str] = None  # JSON {"train": [...], "val": [...], "test": [...]} of case ids / paths
+    btcv_split: str = "transunet"  # btcv: transunet (18/12, the paper's) | unetr (24/6)
+    val_fraction: float = 0.2  # seeded division of the labelled cases (msd / csv 3D / cxr14 val)
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+    # --- 3D preprocessing ------------------------------------------------------------------------------
+    orientation: str = "RAS"
+    spacing: Optional[List[float]] = field(default_factory=lambda: [1.5, 1.5, 2.0])  # None: keep the file's
+    intensity: str = "ct"  # ct (window a_min..a_max -> 0..1) | nonzero (channel-wise z-score) | percentile
+    a_min: float = -175.0
+    a_max: float = 250.0
+    crop_foreground: bool = True
+    roi_size: List[int] = field(default_factory=lambda: [96, 96, 96])
+    num_samples: int = 4  # random crops per volume and step
+    pos_neg: List[float] = field(default_factory=lambda: [1.0, 1.0])  # label-guided crop centres
+    flip_prob: float = 0.2
+    rot90_prob: float = 0.2
+    intensity_prob: float = 0.1
+    brats_et_label: int = 3  # brats: ET = label 3 (MSD's own map); 2 reproduces the official code
+    organ_subset: Optional[List[int]] = None  # btcv: the paper's 8 organs, for reporting
+
+    # --- 2D preprocessing ------------------------------------------------------------------------------
+    image_size: int = 256  # resize (after histogram equalisation)
+    crop_size: int = 224  # random crop for training, centre crop for evaluation
+    hist_eq: bool = True
+    mean: float = 0.5  # "MED" normalisation of the official code
+    std: float = 0.225
+
+    # --- loading ---------------------------------------------------------------------------------------
+    cache: str = "memory"  # memory | disk | none: decode and resample each volume once
+    cache_dir: Optional[str] = None  # disk cache; None = <run.dir>/cache
+    num_workers: int = 2
