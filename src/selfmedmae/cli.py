@@ -64,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value items after an option (``convert A B --from X num_heads=12``) land in ``extra``
+    if extra and all("=" in e and not e.startswith("-") for e in extra) and hasattr(args, "overrides"):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args)
     except UserError as exc:

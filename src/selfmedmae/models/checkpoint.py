@@ -1,0 +1,102 @@
+"""Native checkpoints: weights plus what is needed to rebuild the model, written atomically.
+
+A native checkpoint is a dict ``{"format": "selfmedmae", "version": 1, "kind", "model_args",
+"state_dict", ...}`` (training state may ride along). Loading never unpickles code
+(``torch.load(weights_only=True)``), and a state dict that does not fit the model is reported key by key.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from selfmedmae.errors import UserError
+from selfmedmae.models.factory import build_model
+
+FORMAT, VERSION = "selfmedmae", 1
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def native(kind: str, model_args: dict, state_dict: Mapping[str, torch.Tensor], **extra: Any) -> dict:
+    return {"format": FORMAT, "version": VERSION, "kind": kind, "model_args": model_args,
+            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, **extra}
+
+
+def save_model(path: str | os.PathLike, kind: str, model_args: dict, model: nn.Module, **extra: Any) -> Path:
+    return atomic_save(native(kind, model_args, unwrap(model).state_dict(), **extra), path)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load any checkpoint file safely (tensors, numbers, strings only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files, code objects refused by weights_only
+        raise UserError(f"{path}: cannot be read as a weights-only checkpoint "
+                        f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
+    return obj
+
+
+def read_native(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    ckpt = read_checkpoint(path, map_location)
+    if ckpt.get("format") != FORMAT:
+        raise UserError(f"{path}: not a native selfmedmae checkpoint; import it first with "
+                        f"`selfmedmae convert {path} OUT --from ...`")
+    return ckpt
+
+
+def state_dict_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Human-readable lines for every key that is missing, unexpected, or of another shape."""
+    own = model.state_dict()
+    lines = [f"missing key {k} {tuple(v.shape)}" for k, v in own.items() if k not in state_dict]
+    lines += [f"unexpected key {k} {tuple(v.shape)}" for k, v in state_dict.items() if k not in own]
+    lines += [f"shape of {k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}"
+              for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    return lines
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    problems = state_dict_mismatch(model, state_dict)
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise UserError(f"{source}: checkpoint does not fit the model: {shown}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """A ready model (eval mode) from a native checkpoint."""
+    ckpt = read_native(path, map_location)
+    try:
+        model = build_model(ckpt["kind"], ckpt["model_args"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: cannot rebuild the model from its model_args ({exc})") from None
+    load_state_dict_checked(model, ckpt["state_dict"], str(path))
+    return model.eval()

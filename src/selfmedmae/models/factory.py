@@ -1,0 +1,62 @@
+"""Build models from plain argument dicts, which native checkpoints store next to the weights.
+
+``model_args`` turns a run config into ``{"encoder": {...ViT args...}, ...head args...}``; ``build_model``
+turns a kind (``vit``, ``mae``, ``classifier``, ``unetr``) and such a dict into a model.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from selfmedmae.models.classifier import ViTClassifier
+from selfmedmae.models.mae import MAE
+from selfmedmae.models.presets import preset
+from selfmedmae.models.unetr import UNETR
+from selfmedmae.models.vit import ViT
+
+KINDS = ("vit", "mae", "classifier", "unetr")
+MAE_ARGS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads", "mask_ratio", "norm_pix_loss",
+            "norm_pix_unbiased")
+
+
+def build_model(kind: str, args: dict[str, Any]) -> nn.Module:
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+    enc = dict(args["encoder"])
+    if kind == "mae":
+        enc["pos_embed"] = "sincos"
+        mae_args = {k: args[k] for k in MAE_ARGS if k in args}
+        return MAE(ViT(**enc), mlp_ratio=enc.get("mlp_ratio", 4.0), **mae_args)
+    if kind == "vit":
+        return ViT(**enc)
+    if kind == "classifier":
+        return ViTClassifier(ViT(**enc), args["num_classes"], args.get("global_pool", False))
+    return UNETR(ViT(**enc), args["num_classes"], args.get("feature_size", 16), args.get("skip_blocks"))
+
+
+def encoder_args(model_cfg: Any, img_size: list[int], in_chans: int, pos_embed: str) -> dict[str, Any]:
+    sizes = preset(model_cfg.preset)
+    for key in ("embed_dim", "depth", "num_heads"):
+        if getattr(model_cfg, key) is not None:
+            sizes[key] = int(getattr(model_cfg, key))
+    return dict(img_size=[int(s) for s in img_size], patch_size=int(model_cfg.patch_size),
+                in_chans=int(in_chans), mlp_ratio=float(model_cfg.mlp_ratio), qkv_bias=bool(model_cfg.qkv_bias),
+                drop_path_rate=float(model_cfg.drop_path_rate), pos_embed=pos_embed, **sizes)
+
+
+def model_args(kind: str, model_cfg: Any, img_size: list[int], in_chans: int,
+               num_classes: int | None = None) -> dict[str, Any]:
+    """The argument dict of ``build_model`` from the ``model`` section of a run config."""
+    args: dict[str, Any] = {"encoder": encoder_args(model_cfg, img_size, in_chans,
+                                                    "sincos" if kind == "mae" else "learnable")}
+    if kind == "mae":
+        args["encoder"]["drop_path_rate"] = 0.0  # no stochastic depth in pre-training (official)
+        args.update({k: getattr(model_cfg, k) for k in MAE_ARGS})
+    elif kind == "classifier":
+        args.update(num_classes=int(num_classes), global_pool=bool(model_cfg.global_pool))
+    elif kind == "unetr":
+        skips = model_cfg.skip_blocks
+        args.update(num_classes=int(num_classes), feature_size=int(model_cfg.feature_size),
+                    skip_blocks=None if skips is None else [int(s) for s in skips])
+    return args

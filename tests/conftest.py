@@ -1,0 +1,22 @@
+"""Shared test helpers: where ../shared is (CI lays it beside the clone, read-only), tiny model args."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test with the reason when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the parity fixtures and samples live in ../shared beside the repo")
+    return path
+
+
+def tiny_encoder(dims: int = 3, in_chans: int = 1, size: int = 32, patch: int = 8, **kw) -> dict:
+    return dict(img_size=[size] * dims, patch_size=patch, in_chans=in_chans, embed_dim=48, depth=2,
+                num_heads=4, **kw)
