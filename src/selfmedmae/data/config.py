@@ -20,6 +20,7 @@ class DataConfig:
     image_column: str = "image"  # csv format
     label_column: Optional[str] = "label"  # csv 3D: label-map path column
     class_columns: Optional[List[str]] = None  # csv 2D: one 0/1 column per class
+    group_column: Optional[str] = None  # csv 2D: e.g. a patient id column; the seeded split keeps its groups together
     labels: Optional[List[str]] = None  # class names; None = from dataset.json / the format's own list
     extra_unlabelled: Optional[str] = None  # pretrain: extra folder / datalist of unlabelled images
 
@@ -36,6 +37,7 @@ class DataConfig:
     intensity: str = "ct"  # ct (window a_min..a_max -> 0..1) | nonzero (channel-wise z-score) | percentile
     a_min: float = -175.0
     a_max: float = 250.0
+    percentiles: List[float] = field(default_factory=lambda: [0.5, 99.5])  # percentile: clip range, then 0..1
     crop_foreground: bool = True
     roi_size: List[int] = field(default_factory=lambda: [96, 96, 96])
     num_samples: int = 4  # random crops per volume and step
@@ -57,3 +59,4 @@ class DataConfig:
     cache: str = "memory"  # memory | disk | none: decode and resample each volume once
     cache_dir: Optional[str] = None  # disk cache; None = <run.dir>/cache
     num_workers: int = 2
+    cache_rate: float = 1.0  # memory cache: fraction of the training volumes held (the rest load each time)

@@ -1,0 +1,170 @@
+"""Which labelled 3D cases are train, val and test: the seeded rule, a user's split file, BTCV's split.
+
+MSD's own ``test`` cases carry no labels, so the labelled cases are divided here:
+
+* **Seeded rule** (:func:`seeded_split`): sort the case ids, permute them with
+  ``numpy.random.RandomState(data.split_seed).permutation``; the first ``n_test`` are test, the next
+  ``n_val`` val, the rest train, where ``n_x = floor(n * fraction + 0.5)``, at least 1 when the fraction is
+  above 0. Sorting first makes the split independent of the datalist's order; the legacy RandomState
+  stream is fixed by numpy, so a seed gives the same split on every machine and version.
+* **Split file** (``data.split_file``, JSON relative to ``data.root``): ``{"train": [...], "val": [...],
+  "test": [...]}`` of case ids or image paths; cases it does not name are unused.
+* **BTCV**: the published split (``data.btcv_split``): its test list is ``test``; ``val`` is carved out of
+  its train list with the seeded rule (``data.val_fraction``), so the test cases never select a model
+  (the official code selected and reported on the same 12 cases).
+* ``split="all"``: every labelled case (to evaluate a model on a separate folder).
+
+:func:`write_splits` records which case fell where as ``<run dir>/splits.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from selfmedmae.data.decathlon import Datalist, read_json, resolve
+from selfmedmae.errors import UserError
+
+SPLITS = ("train", "val", "test")
+FORMATS_3D = ("msd", "brats", "btcv", "csv")
+
+
+def read_datalist(data_cfg) -> Datalist:
+    """The cases of ``data_cfg`` (a DataConfig) for the 3D formats; problems are collected, not raised."""
+    fmt = data_cfg.format
+    if fmt in ("msd", "brats"):
+        from selfmedmae.data.decathlon import read_msd
+
+        out = read_msd(data_cfg.root, data_cfg.dataset_json)
+    elif fmt == "btcv":
+        from selfmedmae.data.btcv import read_btcv
+
+        out = read_btcv(data_cfg.root, data_cfg.dataset_json, data_cfg.btcv_split)
+    elif fmt == "csv":
+        from selfmedmae.data.csv_folder import read_csv_folder
+
+        out = read_csv_folder(data_cfg.root, data_cfg.csv, data_cfg.image_column, data_cfg.label_column,
+                              data_cfg.labels)
+    else:
+        raise UserError(f"data.format: {fmt!r} is not a 3D format ({', '.join(FORMATS_3D)})")
+    if data_cfg.labels:  # the config's class names win over the file's
+        out.labels = list(data_cfg.labels)
+    return out
+
+
+def _count(n: int, fraction: float) -> int:
+    return 0 if fraction <= 0 else max(1, int(np.floor(n * fraction + 0.5)))
+
+
+def seeded_split(ids: List[str], val_fraction: float, test_fraction: float, seed: int) -> Dict[str, List[str]]:
+    """The documented rule above; each split's ids are returned sorted."""
+    ids = sorted(ids)
+    perm = np.random.RandomState(seed).permutation(len(ids))
+    n_test, n_val = _count(len(ids), test_fraction), _count(len(ids), val_fraction)
+    picked = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
+    return {name: sorted(ids[i] for i in picked[name]) for name in SPLITS}
+
+
+def _from_file(data_cfg, datalist: Datalist, problems: List[str]) -> Tuple[Dict[str, List[str]], set]:
+    """The split file's ids per split, and the split names it lists (those must not be empty)."""
+    path = Path(data_cfg.root) / data_cfg.split_file
+    obj = read_json(path, problems)
+    if obj is None:
+        return {s: [] for s in SPLITS}, set()
+    by_key = {}
+    for case in datalist.cases:
+        by_key[case["id"]] = case["id"]
+        by_key[os.path.normpath(case["image"])] = case["id"]
+    out, owner = {}, {}
+    for name in obj:
+        if name not in SPLITS:
+            problems.append(f"{path}: unknown split {name!r} (expected {', '.join(SPLITS)})")
+    for name in SPLITS:
+        entries = obj.get(name, [])
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            problems.append(f"{path}: '{name}' must be a list of case ids or image paths")
+            entries = []
+        out[name] = []
+        for entry in entries:
+            cid = by_key.get(entry) or by_key.get(resolve(Path(data_cfg.root), entry))
+            if cid is None:
+                problems.append(f"{path}: {name}: {entry!r} is not a labelled case of {datalist.source}")
+            elif cid in owner:
+                problems.append(f"{path}: case {cid!r} is in both '{owner[cid]}' and '{name}'")
+            else:
+                owner[cid] = name
+                out[name].append(cid)
+    return out, {s for s in SPLITS if s in obj}
+
+
+def split_ids(data_cfg, datalist: Datalist) -> Tuple[Dict[str, List[str]], List[str]]:
+    """``({"train": ids, "val": ids, "test": ids}, problems)``; problems include every empty split."""
+    problems: List[str] = []
+    ids = [c["id"] for c in datalist.cases]
+    required = {"train"}
+    if data_cfg.split_file:
+        splits, listed_splits = _from_file(data_cfg, datalist, problems)
+        where = str(Path(data_cfg.root) / data_cfg.split_file)
+        required |= listed_splits
+    elif datalist.published is not None:
+        listed = set(ids)
+        pool = [c for c in datalist.published["train"] if c in listed]
+        splits = seeded_split(pool, data_cfg.val_fraction, 0.0, data_cfg.split_seed)
+        splits["test"] = [c for c in datalist.published["test"] if c in listed]
+        where = f"{datalist.source} ({data_cfg.format} split {data_cfg.btcv_split!r})"
+        required |= {"test"} | ({"val"} if data_cfg.val_fraction > 0 else set())
+    else:
+        splits = seeded_split(ids, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
+        where = f"{datalist.source} ({len(ids)} labelled cases, val_fraction={data_cfg.val_fraction}, " \
+                f"test_fraction={data_cfg.test_fraction})"
+        required |= {s for s, f in (("val", data_cfg.val_fraction), ("test", data_cfg.test_fraction)) if f > 0}
+    for name in SPLITS:
+        if name in required and not splits[name]:
+            problems.append(f"{where}: split '{name}' is empty")
+    return splits, problems
+
+
+def split_cases(data_cfg, datalist: Optional[Datalist] = None) -> Dict[str, List[dict]]:
+    """``{"train", "val", "test", "all"}`` -> case dicts. Raises UserError listing every problem."""
+    datalist = datalist or read_datalist(data_cfg)
+    ids, problems = split_ids(data_cfg, datalist)
+    problems = datalist.problems + problems
+    if problems:
+        raise UserError("\n".join(problems))
+    by_id = {c["id"]: c for c in datalist.cases}
+    out = {name: [by_id[i] for i in ids[name]] for name in SPLITS}
+    out["all"] = list(datalist.cases)
+    return out
+
+
+def cases_for(data_cfg, split: str) -> List[dict]:
+    """The case dicts of one split: ``train`` | ``val`` | ``test`` | ``all``."""
+    if split not in SPLITS + ("all",):
+        raise UserError(f"split: {split!r} is not one of {', '.join(SPLITS + ('all',))}")
+    return split_cases(data_cfg)[split]
+
+
+def rule_text(data_cfg) -> str:
+    if data_cfg.split_file:
+        return f"split file {Path(data_cfg.root) / data_cfg.split_file}"
+    if data_cfg.format == "btcv":
+        return (f"published BTCV split {data_cfg.btcv_split!r} (test); val = seeded rule on its train cases "
+                f"(val_fraction={data_cfg.val_fraction}, split_seed={data_cfg.split_seed})")
+    return (f"seeded rule: sorted ids, numpy RandomState({data_cfg.split_seed}).permutation, first "
+            f"test_fraction={data_cfg.test_fraction} test, next val_fraction={data_cfg.val_fraction} val")
+
+
+def write_splits(run_dir: str | os.PathLike, data_cfg, splits: Optional[Dict[str, List[dict]]] = None) -> Path:
+    """Write ``<run_dir>/splits.json``: the rule and the case ids (and image paths) of each split."""
+    splits = splits if splits is not None else split_cases(data_cfg)
+    record = {"rule": rule_text(data_cfg), "root": str(data_cfg.root)}
+    for name in SPLITS:
+        record[name] = [c["id"] for c in splits.get(name, [])]
+    record["images"] = {c["id"]: c["image"] for name in SPLITS for c in splits.get(name, [])}
+    path = Path(run_dir) / "splits.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path

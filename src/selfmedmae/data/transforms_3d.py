@@ -1,0 +1,159 @@
+"""MONAI dictionary transforms for 3D volumes: the paper's BTCV and BraTS recipes, and their inverse.
+
+Follows the official SelfMedMAE ``lib/data/med_transforms.py`` (docs/official-code-spec.md section 3):
+
+* deterministic prefix (cached once per volume by ``CacheDataset`` / ``PersistentDataset``, which cache
+  up to the first random transform): load (3D or 4D NIfTI -> channel first), orientation (RAS),
+  spacing (BTCV 1.5 x 1.5 x 2.0 mm, bilinear image / nearest label), intensity, foreground crop
+  (``image > 0``), padding up to the crop size, label to uint8;
+* random suffix: ``RandCropByPosNegLabeld`` (``num_samples`` crops per volume, pos 1 / neg 1), flips
+  (p 0.2 per axis); fine-tuning adds ``RandRotate90d`` (p 0.2) and intensity scale / shift (0.1, p 0.1).
+  Pre-training has neither, as in the official ``get_mae_pretrain_transforms``.
+
+Intensity modes (``data.intensity``): ``ct`` window [a_min, a_max] HU -> [0, 1], clipped; ``nonzero``
+per-channel z-score over non-zero voxels (BraTS), which the official code applies *after* the random
+crop in training (per-crop statistics) and to the whole cropped volume in evaluation, reproduced here;
+``percentile`` clip each volume to its ``data.percentiles`` (0.5 / 99.5) then scale to [0, 1] (MRI with
+arbitrary scale, e.g. the hippocampus); ``none``.
+
+Training batches are plain tensors: ``image`` [C, *roi] float32, ``label`` [1, *roi] int64 class map
+(segmentation) or [3, *roi] float32 TC / WT / ET (``format: brats``); pre-training drops the label.
+Evaluation items keep MetaTensor meta (affine, applied operations) so :func:`invert_to_input` can map a
+prediction back onto the input file's grid with MONAI ``Invertd``.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+from monai.transforms import (
+    Compose, CropForegroundd, DeleteItemsd, EnsureTyped, Invertd, LoadImaged, NormalizeIntensityd,
+    Orientationd, RandCropByPosNegLabeld, RandFlipd, RandRotate90d, RandScaleIntensityd,
+    RandShiftIntensityd, RandSpatialCropSamplesd, ScaleIntensityRanged, ScaleIntensityRangePercentilesd,
+    Spacingd, SpatialPadd,
+)
+
+from selfmedmae.data.brats import BratsRegionsd
+
+MODES = ("pretrain", "finetune")
+INTENSITY_MODES = ("ct", "nonzero", "percentile", "none")
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # axis codes as nibabel reads them (NIfTI world = RAS+)
+
+
+def intensity_transforms(cfg) -> list:
+    """The intensity step of ``cfg.intensity`` on ``image`` (a DataConfig)."""
+    if cfg.intensity == "ct":
+        return [ScaleIntensityRanged("image", a_min=cfg.a_min, a_max=cfg.a_max, b_min=0.0, b_max=1.0, clip=True)]
+    if cfg.intensity == "nonzero":
+        return [NormalizeIntensityd("image", nonzero=True, channel_wise=True)]
+    if cfg.intensity == "percentile":
+        lower, upper = cfg.percentiles
+        return [ScaleIntensityRangePercentilesd("image", lower=lower, upper=upper, b_min=0.0, b_max=1.0,
+                                                clip=True, channel_wise=True)]
+    if cfg.intensity == "none":
+        return []
+    raise ValueError(f"data.intensity: {cfg.intensity!r} is not one of {', '.join(INTENSITY_MODES)}")
+
+
+def _late_intensity(cfg) -> bool:
+    # Non-zero z-scoring comes after the crops (as the official code); the foreground crop and the
+    # crop sampler's "image > 0" background test need the raw, non-negative intensities.
+    return cfg.intensity == "nonzero"
+
+
+def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: bool = True) -> List:
+    """Load -> orient -> resample -> intensity -> foreground crop -> pad to roi -> label uint8."""
+    keys = list(keys)
+    t: List = [LoadImaged(keys, image_only=True, ensure_channel_first=True)]
+    if cfg.orientation:
+        t.append(Orientationd(keys, axcodes=cfg.orientation, labels=RAS_LABELS))
+    if cfg.spacing:
+        t.append(Spacingd(keys, pixdim=list(cfg.spacing), mode=["bilinear", "nearest"][: len(keys)]))
+    if not _late_intensity(cfg):
+        t += intensity_transforms(cfg)
+    if cfg.crop_foreground:
+        t.append(CropForegroundd(keys, source_key="image", allow_smaller=True, start_coord_key=None,
+                                 end_coord_key=None))
+    if pad:  # volumes smaller than the crop are padded with 0 (check-data warns about them)
+        t.append(SpatialPadd(keys, spatial_size=list(cfg.roi_size)))
+    if "label" in keys:  # 1 byte per voxel in the cache; values are checked up front by check-data
+        t.append(EnsureTyped("label", dtype=torch.uint8))
+    return t
+
+
+def random_suffix(cfg, mode: str = "finetune", labelled: bool = True) -> List:
+    """Crops and augmentations; ``mode`` is ``pretrain`` (crops + flips) or ``finetune`` (all of them)."""
+    if mode not in MODES:
+        raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
+    keys = ["image", "label"] if labelled else ["image"]
+    roi = list(cfg.roi_size)
+    if labelled:  # crop centres: foreground (label > 0) or background inside the body (image > 0), 1:1
+        t: List = [RandCropByPosNegLabeld(keys, label_key="label", spatial_size=roi, pos=cfg.pos_neg[0],
+                                          neg=cfg.pos_neg[1], num_samples=cfg.num_samples, image_key="image",
+                                          image_threshold=0.0)]
+    else:
+        t = [RandSpatialCropSamplesd(keys, roi_size=roi, num_samples=cfg.num_samples, random_size=False)]
+    if cfg.format == "brats" and labelled and mode == "finetune":
+        t.append(BratsRegionsd("label", et_label=cfg.brats_et_label))
+    t += [RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=axis) for axis in range(3)]
+    if mode == "finetune":
+        t.append(RandRotate90d(keys, prob=cfg.rot90_prob, max_k=3))
+    if _late_intensity(cfg):
+        t += intensity_transforms(cfg)
+    if mode == "finetune":
+        t += [RandScaleIntensityd("image", factors=0.1, prob=cfg.intensity_prob),
+              RandShiftIntensityd("image", offsets=0.1, prob=cfg.intensity_prob)]
+    if mode == "pretrain" and labelled:
+        t.append(DeleteItemsd("label"))  # pre-training sees images only (labels only guided the crops)
+        keys = ["image"]
+    t.append(EnsureTyped("image", dtype=torch.float32, track_meta=False))
+    if "label" in keys:
+        label_dtype = torch.float32 if cfg.format == "brats" else torch.int64
+        t.append(EnsureTyped("label", dtype=label_dtype, track_meta=False))
+    return t
+
+
+def train_transforms(cfg, mode: str = "finetune", labelled: bool = True) -> Compose:
+    """Prefix + suffix in one ``Compose``; MONAI's caching datasets cache up to the first random step."""
+    keys = ("image", "label") if labelled else ("image",)
+    return Compose(deterministic_prefix(cfg, keys) + random_suffix(cfg, mode, labelled))
+
+
+def eval_transforms(cfg, with_label: bool = True) -> Compose:
+    """Whole volumes for sliding-window inference; invertible (MetaTensor meta is kept).
+
+    ``image`` [C, *S] float32, ``label`` [1, *S] int64 or [3, *S] float32 (brats). No padding: the
+    sliding window pads by itself, and the inverse stays that of the geometry steps only.
+    """
+    keys = ("image", "label") if with_label else ("image",)
+    t = deterministic_prefix(cfg, keys, pad=False)
+    if _late_intensity(cfg):
+        t += intensity_transforms(cfg)
+    t.append(EnsureTyped("image", dtype=torch.float32))
+    if with_label:
+        if cfg.format == "brats":
+            t.append(BratsRegionsd("label", et_label=cfg.brats_et_label))
+        else:
+            t.append(EnsureTyped("label", dtype=torch.int64))
+    return Compose(t)
+
+
+def invert_to_input(pred: torch.Tensor, data_item: dict, transforms: Compose, nearest: bool = True):
+    """Map ``pred`` from the evaluation grid back onto the input file's grid.
+
+    Args:
+        pred: [C, *S] or [1, C, *S], on the grid of ``data_item["image"]`` (e.g. a sliding-window
+            output or its argmax [1, *S]).
+        data_item: one (decollated) item of the evaluation dataset; its ``image`` MetaTensor carries the
+            applied operations. For a DataLoader batch use ``monai.data.decollate_batch(batch)[i]``.
+        transforms: the ``eval_transforms(cfg)`` that produced it.
+        nearest: resample with nearest neighbour (class maps); False keeps the forward modes (probabilities).
+
+    Returns:
+        A MetaTensor [C, *S0] with S0 the file's voxel grid and ``.affine`` the file's affine
+        (e.g. ``nibabel.Nifti1Image(out[0].numpy().astype("uint8"), out.affine.numpy())``).
+    """
+    if pred.ndim == data_item["image"].ndim + 1:
+        pred = pred[0]
+    inverter = Invertd("pred", transform=transforms, orig_keys="image", nearest_interp=nearest)
+    return inverter({"pred": pred.detach().cpu(), "image": data_item["image"]})["pred"]

@@ -1,0 +1,200 @@
+"""``selfmedmae check-data``: find every problem of a dataset before a long run starts.
+
+:func:`check` reads the datalist (``dataset.json`` / CSV / BTCV names), the split, and every volume with
+nibabel, and returns a :class:`~selfmedmae.data.report.DataReport` whose problems are one line each,
+``"<file>: <problem>"``: a missing or unreadable file, a malformed ``dataset.json`` / CSV / split file, an
+empty split, image / label shape or affine mismatch, a channel count other than ``data.in_chans``, label
+values outside the declared labels, NaN / Inf voxels. A volume smaller than the crop (after resampling)
+is only a warning: it is padded. 2D formats (``cxr14``, ``csv`` with ``spatial_dims: 2``) are checked by
+``chestxray14.check`` / ``csv_2d.check``.
+
+:func:`run` is the CLI command (exit code 2 with every problem printed, else a summary and 0);
+:func:`check_or_raise` is the same check for the start of a training run.
+"""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import nibabel as nib
+import numpy as np
+
+from selfmedmae.data.report import DataReport
+from selfmedmae.data.splits import read_datalist, split_ids
+from selfmedmae.errors import UserError
+
+MAX_WARNINGS = 10  # printed; problems are always all printed
+AFFINE_ATOL = 1e-3  # mm; image and label affines must agree to this
+CHECKERS_2D = {"cxr14": "selfmedmae.data.chestxray14", "csv": "selfmedmae.data.csv_2d"}
+
+
+@dataclass
+class CaseFacts:
+    problems: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    shape: Optional[tuple] = None  # spatial, file order
+    spacing: Optional[tuple] = None
+    channels: Optional[int] = None
+    label_counts: Counter = field(default_factory=Counter)
+
+
+def _read(path: str, facts: CaseFacts):
+    """(nibabel image, array) or (None, None) with the reason recorded."""
+    if not Path(path).is_file():
+        facts.problems.append(f"{path}: file not found")
+        return None, None
+    try:
+        img = nib.load(path)
+        return img, np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel, gzip, zlib and OS errors all mean "cannot be read"
+        facts.problems.append(f"{path}: unreadable ({exc.__class__.__name__}: {str(exc)[:120]})")
+        return None, None
+
+
+def _finite(path: str, array: np.ndarray, facts: CaseFacts) -> None:
+    if array.dtype.kind == "f":
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            facts.problems.append(f"{path}: {bad} NaN or Inf voxel(s)")
+
+
+def _shape_after(img, shape: tuple, data_cfg) -> np.ndarray:
+    """Approximate spatial shape after reorientation and resampling (for the crop-size warning)."""
+    zooms = np.array(img.header.get_zooms()[:3], float)
+    size = np.array(shape, float) * zooms
+    if data_cfg.orientation:
+        ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(img.affine),
+                                               nib.orientations.axcodes2ornt(data_cfg.orientation))
+        order = np.argsort(ornt[:, 0])
+        size, zooms = size[order], zooms[order]
+    target = np.array(data_cfg.spacing, float) if data_cfg.spacing else zooms
+    return np.floor(size / target + 0.5).astype(int)
+
+
+def check_case(item: dict, data_cfg, n_labels: Optional[int]) -> CaseFacts:
+    """All checks of one case (image, and label when the item has one)."""
+    facts = CaseFacts()
+    img, array = _read(item["image"], facts)
+    if img is not None:
+        if array.ndim not in (3, 4):
+            facts.problems.append(f"{item['image']}: expected a 3D or 4D (channels last) volume, shape {array.shape}")
+            return facts
+        facts.shape, facts.spacing = array.shape[:3], tuple(float(z) for z in img.header.get_zooms()[:3])
+        facts.channels = 1 if array.ndim == 3 else array.shape[3]
+        if facts.channels != data_cfg.in_chans:
+            facts.problems.append(f"{item['image']}: {facts.channels} channel(s), data.in_chans is {data_cfg.in_chans}")
+        _finite(item["image"], array, facts)
+        after = _shape_after(img, facts.shape, data_cfg)
+        if any(a < r for a, r in zip(after, data_cfg.roi_size)):
+            facts.warnings.append(f"{item['image']}: about {tuple(after.tolist())} voxels after resampling, smaller "
+                                  f"than the crop {tuple(data_cfg.roi_size)}; it is padded")
+    if "label" not in item:
+        return facts
+    lab_img, label = _read(item["label"], facts)
+    if lab_img is None:
+        return facts
+    if label.ndim == 4 and label.shape[3] == 1:
+        label = label[..., 0]
+    if img is not None and label.shape != tuple(facts.shape):
+        facts.problems.append(f"{item['label']}: shape {label.shape} differs from its image "
+                              f"{item['image']} {array.shape[:3]}")
+    if img is not None and not np.allclose(lab_img.affine, img.affine, atol=AFFINE_ATOL):
+        diff = float(np.abs(lab_img.affine - img.affine).max())
+        facts.problems.append(f"{item['label']}: affine differs from its image {item['image']} "
+                              f"(largest difference {diff:.4g})")
+    _finite(item["label"], label, facts)
+    values, counts = np.unique(label[np.isfinite(label)] if label.dtype.kind == "f" else label, return_counts=True)
+    if np.any(values != np.round(values)):
+        facts.problems.append(f"{item['label']}: non-integer label values, e.g. {values[values != np.round(values)][0]}")
+    facts.label_counts.update({int(v): int(c) for v, c in zip(np.round(values), counts)})
+    if n_labels is not None:
+        outside = sorted(v for v in facts.label_counts if not 0 <= v < n_labels)
+        if outside:
+            facts.problems.append(f"{item['label']}: label value(s) {', '.join(map(str, outside))} outside the "
+                                  f"declared labels 0..{n_labels - 1}")
+    return facts
+
+
+def _span(values: Sequence[tuple], fmt: str) -> str:
+    arr = np.array(values, float)
+    return ", ".join(f"{ax} {fmt.format(lo)}-{fmt.format(hi)}" for ax, lo, hi in zip("xyz", arr.min(0), arr.max(0)))
+
+
+def check_3d(data_cfg) -> DataReport:
+    """Check a 3D dataset (msd, brats, btcv, csv with spatial_dims 3)."""
+    report = DataReport()
+    datalist = read_datalist(data_cfg)
+    report.problems += datalist.problems
+    report.warnings += datalist.warnings
+    splits = {}
+    if not datalist.problems:
+        splits, problems = split_ids(data_cfg, datalist)
+        report.problems += problems
+    items = datalist.cases + datalist.unlabelled
+    n_labels = len(datalist.labels) if datalist.labels else None
+    with ThreadPoolExecutor(max_workers=max(1, data_cfg.num_workers)) as pool:
+        facts = list(pool.map(lambda item: check_case(item, data_cfg, n_labels), items))
+    for f in facts:
+        report.problems += f.problems
+        report.warnings += f.warnings
+    good = [f for f in facts if f.shape is not None]
+    report.summary.append(f"{datalist.source}: format {data_cfg.format}, {len(datalist.cases)} labelled and "
+                          f"{len(datalist.unlabelled)} unlabelled case(s)")
+    if splits:
+        report.summary.append("splits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    if good:
+        report.summary.append(f"channels: {sorted({f.channels for f in good})}")
+        report.summary.append(f"shape (voxels): {_span([f.shape for f in good], '{:.0f}')}")
+        report.summary.append(f"spacing (mm): {_span([f.spacing for f in good], '{:.2f}')}")
+    counts = sum((f.label_counts for f in facts), Counter())
+    if counts:
+        names = datalist.labels or []
+        report.summary.append("label voxels: " + "; ".join(
+            f"{v}{' (' + names[v] + ')' if 0 <= v < len(names) else ''}: {counts[v]:,}" for v in sorted(counts)))
+    return report
+
+
+def check(cfg) -> DataReport:
+    """Dispatch on ``data.format``; ``cfg`` is a run config or its ``data`` section."""
+    data_cfg = cfg.data if hasattr(cfg, "data") else cfg
+    fmt = data_cfg.format
+    if fmt == "cxr14" or (fmt == "csv" and data_cfg.spatial_dims == 2):
+        module = CHECKERS_2D[fmt]
+        try:
+            checker = import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            return DataReport(problems=[f"data.format={fmt}: the 2D data check ({module}) is not installed"])
+        return checker.check(data_cfg)
+    return check_3d(data_cfg)
+
+
+def check_or_raise(cfg) -> DataReport:
+    """The check at the start of a run: raises UserError listing every problem, one per line."""
+    report = check(cfg)
+    if report.problems:
+        raise UserError("data check failed:\n" + "\n".join(report.problems))
+    return report
+
+
+def run(cfg) -> int:
+    """``selfmedmae check-data CONFIG``: print every problem and return 2, or the summary and 0."""
+    report = check(cfg)
+    for warning in report.warnings[:MAX_WARNINGS]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if len(report.warnings) > MAX_WARNINGS:
+        print(f"warning: ... and {len(report.warnings) - MAX_WARNINGS} more warning(s)", file=sys.stderr)
+    if report.problems:
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        print(f"check-data: {len(report.problems)} problem(s) found", file=sys.stderr)
+        return 2
+    print("\n".join(report.summary))
+    print(f"check-data: OK ({len(report.warnings)} warning(s))")
+    return 0
