@@ -185,7 +185,8 @@ def test_summary_means_subsets_and_metric_files(tmp_path):
         pred = np.where(rng.random((1, *shape)) < 0.8, lab, rng.integers(0, 14, size=(1, *shape)))
         cases += segmentation_scores(onehot_from_labelmap(pred, 14), onehot_from_labelmap(lab, 14), (1, 1, 2), names,
                                      case_ids=[f"c{case}"])
-    summary = summarize_segmentation(cases, names, subsets={"8-organ": list(BTCV_8_ORGAN_INDICES), "two": ["organ0", 1]})
+    subsets = {"8-organ": list(BTCV_8_ORGAN_INDICES), "two": ["organ0", 1]}
+    summary = summarize_segmentation(cases, names, subsets=subsets)
     dice = np.array([[c.dice[n] for n in names] for c in cases])  # [cases, classes]
     assert summary["n_cases"] == 3
     assert summary["classes"]["organ4"]["dice"] == pytest.approx(dice[:, 4].mean())

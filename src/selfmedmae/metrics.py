@@ -45,6 +45,10 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 from selfmedmae.metrics_auc import multilabel_auc, roc_auc, roc_curve  # noqa: F401  (re-exported)
 from selfmedmae.metrics_table import metrics_markdown
 
+__all__ = ["BRATS_HD_PENALTY_MM", "BTCV_8_ORGAN_INDICES", "CaseScores", "onehot_from_logits", "onehot_from_labelmap",
+           "segmentation_scores", "summarize_segmentation", "write_metrics", "metrics_markdown", "roc_auc",
+           "roc_curve", "multilabel_auc"]
+
 BRATS_HD_PENALTY_MM = 373.13  # diagonal of 240 x 240 x 155 at 1 mm, the BraTS value for a missing structure
 # SelfMedMAE / TransUNet 8-organ BTCV subset, 0-based over the 13 foreground classes (ids 1,2,3,4,6,7,8,11):
 # spleen, right kidney, left kidney, gallbladder, liver, stomach, aorta, pancreas.
@@ -114,13 +118,15 @@ def segmentation_scores(
     pred = torch.as_tensor(np.asarray(pred_onehot) if isinstance(pred_onehot, np.ndarray) else pred_onehot)
     label = torch.as_tensor(np.asarray(label_onehot) if isinstance(label_onehot, np.ndarray) else label_onehot)
     if pred.shape != label.shape or pred.ndim < 4:
-        raise ValueError(f"pred and label must both be [B, C, *spatial] (2D or 3D), got {list(pred.shape)} and {list(label.shape)}")
+        raise ValueError(f"pred and label must both be [B, C, *spatial] (2D or 3D), "
+                         f"got {list(pred.shape)} and {list(label.shape)}")
     pred, label = pred.detach().cpu().float() > 0.5, label.detach().cpu().float() > 0.5  # binarise
     if not include_background:
         pred, label = pred[:, 1:], label[:, 1:]
     batch, n_cls, spatial = pred.shape[0], pred.shape[1], pred.shape[2:]
     if len(class_names) != n_cls:
-        raise ValueError(f"{len(class_names)} class names for {n_cls} scored channels (include_background={include_background})")
+        raise ValueError(f"{len(class_names)} class names for {n_cls} scored channels "
+                         f"(include_background={include_background})")
     if case_ids is not None and len(case_ids) != batch:
         raise ValueError(f"{len(case_ids)} case ids for a batch of {batch}")
     spacings = _case_spacings(spacing, batch, len(spatial))
@@ -135,7 +141,8 @@ def segmentation_scores(
 
     cases = []
     for b in range(batch):
-        penalty = hd_penalty if hd_penalty is not None else math.sqrt(sum((n * s) ** 2 for n, s in zip(spatial, spacings[b])))
+        diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(spatial, spacings[b])))  # image extent in mm
+        penalty = hd_penalty if hd_penalty is not None else diagonal
         scores: dict[str, dict[str, Any]] = {"dice": {}, "hd95": {}, "gt_empty": {}, "pred_empty": {}}
         for c, name in enumerate(class_names):
             g, p = bool(gt_has[b, c]), bool(pred_has[b, c])

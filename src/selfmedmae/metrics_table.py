@@ -24,21 +24,23 @@ def _pm(mean: Any, std: Any, digits: int) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"  # numbers right-aligned
+    lines = ["| " + " | ".join(header) + " |", rule]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def _segmentation(m: Mapping[str, Any]) -> list[str]:
     p = m.get("hd_percentile", 95)
     hd = f"HD{p:g}"
-    rows = [[name, _pm(c["dice"], c["dice_std"], 4), _pm(c["hd95"], c["hd95_std"], 2), str(c["n"]), str(c["n_gt_empty"])]
-            for name, c in m["classes"].items()]
-    mean = m["mean"]
-    rows.append([f"**mean ({len(mean['classes'])} classes)**", f"**{_num(mean['dice'], 4)}**", f"**{_num(mean['hd95'], 2)}**", "", ""])
-    for name, s in m.get("subsets", {}).items():
-        rows.append([f"**{name} ({len(s['classes'])} classes)**", f"**{_num(s['dice'], 4)}**", f"**{_num(s['hd95'], 2)}**", "", ""])
+    rows = [[name, _pm(c["dice"], c["dice_std"], 4), _pm(c["hd95"], c["hd95_std"], 2), str(c["n"]),
+             str(c["n_gt_empty"])] for name, c in m["classes"].items()]
+    for name, s in [("mean", m["mean"]), *m.get("subsets", {}).items()]:
+        n = len(s["classes"])
+        rows.append([f"**{name} ({n} class{'es' if n != 1 else ''})**", f"**{_num(s['dice'], 4)}**",
+                     f"**{_num(s['hd95'], 2)}**", "", ""])
     lines = _table(["Class", "Dice (mean ± std)", f"{hd} mm (mean ± std)", "cases", "GT empty"], rows)
-    return lines + ["", "Empty masks: both empty -> Dice 1, HD 0; one empty -> Dice 0, HD = penalty (BraTS convention)."]
+    return lines + ["", "Empty masks: both empty -> Dice 1, HD 0; one empty -> Dice 0, HD = penalty "
+                        "(BraTS convention)."]
 
 
 def _classification(m: Mapping[str, Any]) -> list[str]:
@@ -47,8 +49,8 @@ def _classification(m: Mapping[str, Any]) -> list[str]:
     rows.append([f"**mean ({n_used} of {len(m['labels'])} labels)**", f"**{_num(m['mean_auc'], 4)}**", "", ""])
     lines = _table(["Label", "AUC", "positives", "negatives"], rows)
     if m["n_labels_excluded"]:
-        lines += ["", f"{m['n_labels_excluded']} label(s) excluded from the mean (targets all one value, AUC undefined): "
-                  + ", ".join(m["excluded_labels"])]
+        lines += ["", f"{m['n_labels_excluded']} label(s) excluded from the mean (targets all one value, "
+                      f"AUC undefined): " + ", ".join(m["excluded_labels"])]
     return lines
 
 
