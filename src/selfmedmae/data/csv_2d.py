@@ -1,0 +1,189 @@
+"""The user's own 2D classification data: a CSV of image paths and one 0/1 column per class.
+
+``data.csv`` (relative to ``data.root``) has a header row; ``data.image_column`` holds the image path
+(relative to the CSV's folder, or absolute), ``data.class_columns`` the classes (default: ``data.labels``,
+else every column other than the image, ``split`` and ``data.group_column``). With no class column the
+images are unlabelled (pre-training only). Any format PIL reads (PNG, JPEG, TIFF, BMP; 8 or 16 bit) goes
+through the same preprocessing as ChestX-ray14 (``transforms_2d.py``).
+
+Splits: a ``split`` column (train / val / test) when there is one; otherwise the project's seeded rule
+(``data.test_fraction``, ``data.val_fraction``, ``data.split_seed``; :func:`splits.seeded_split`) over the
+rows, or over the values of ``data.group_column`` (e.g. a patient id) so that a group never straddles two
+splits. ``all`` addresses every row. Example::
+
+    image,effusion,nodule,split
+    imgs/a.png,1,0,train
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from selfmedmae.data.dataset_2d import (
+    Image2DDataset, Record2D, config_problems_2d, inspect_images, label_counts, raise_if_problems, split_groups,
+)
+from selfmedmae.data.report import DataReport
+
+SPLITS = ("train", "val", "test", "all")
+SPLIT_COLUMN = "split"
+_TRUE, _FALSE = {"1", "1.0", "true", "yes"}, {"0", "0.0", "false", "no"}
+
+
+@dataclass
+class Csv2DScan:
+    csv_path: Optional[Path] = None
+    classes: List[str] = field(default_factory=list)
+    splits: Dict[str, List[Record2D]] = field(default_factory=dict)
+    report: DataReport = field(default_factory=DataReport)
+    split_rule: str = ""
+
+
+def _read_table(path: Path, report: DataReport):
+    """(header, [(line, {column: cell})]) with cells stripped; None on an unreadable or malformed file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            table = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        report.problems.append(f"{path}: unreadable CSV ({type(exc).__name__}: {exc})")
+        return None
+    table = [(n, [c.strip() for c in row]) for n, row in table if any(c.strip() for c in row)]
+    if len(table) < 2:
+        report.problems.append(f"{path}: no data rows (a header line and one row per image are expected)")
+        return None
+    header = table[0][1]
+    if header and header[-1] == "":
+        header = header[:-1]  # trailing comma
+    rows = []
+    for n, row in table[1:]:
+        if len(row) == len(header) + 1 and row[-1] == "":
+            row = row[:-1]
+        if len(row) != len(header):
+            report.problems.append(f"{path}: line {n}: {len(row)} fields, the header has {len(header)}")
+            continue
+        rows.append((n, dict(zip(header, row))))
+    return header, rows
+
+
+def _classes(data_cfg, header: List[str]) -> List[str]:
+    if data_cfg.class_columns:
+        return list(data_cfg.class_columns)
+    if data_cfg.labels:
+        return list(data_cfg.labels)
+    skip = {str(data_cfg.image_column), SPLIT_COLUMN, str(data_cfg.group_column or "")}
+    return [h for h in header if h not in skip]
+
+
+def scan(data_cfg) -> Csv2DScan:
+    """Read the CSV, resolve the paths, parse the labels and split: every structural problem in the report."""
+    out = Csv2DScan()
+    rep = out.report
+    config_problems_2d(data_cfg, rep)
+    if not data_cfg.csv:
+        rep.problems.append("data.csv: not set; name the CSV of image paths and class columns (relative to data.root)")
+        return out
+    path = out.csv_path = Path(str(data_cfg.root)) / str(data_cfg.csv)
+    if not path.is_file():
+        rep.problems.append(f"{path}: file not found (data.csv)")
+        return out
+    table = _read_table(path, rep)
+    if table is None:
+        return out
+    header, rows = table
+    out.classes = classes = _classes(data_cfg, header)
+    image_col, group_col = str(data_cfg.image_column), data_cfg.group_column
+    missing = [c for c in [image_col] + classes + ([str(group_col)] if group_col else []) if c not in header]
+    for col in missing:
+        rep.problems.append(f"{path}: no column {col!r} (columns: {', '.join(header)})")
+    if missing:
+        return out
+    records, split_of, seen = [], {}, {}
+    for n, row in rows:
+        rec = _record(path, n, row, image_col, classes, group_col, rep)
+        value = row[SPLIT_COLUMN].lower() if SPLIT_COLUMN in header else None
+        if value is not None and value not in ("train", "val", "test"):
+            rep.problems.append(f"{path}: line {n}: split {row[SPLIT_COLUMN]!r} is not train, val or test")
+            rec = None
+        if rec is None:
+            continue
+        if rec.path in seen:
+            rep.problems.append(f"{path}: line {n}: {rec.id} is also on line {seen[rec.path]}")
+            continue
+        seen[rec.path] = n
+        split_of[rec.path] = value
+        records.append(rec)
+    if SPLIT_COLUMN in header:
+        out.split_rule = f"from the {SPLIT_COLUMN!r} column"
+        out.splits = {s: [r for r in records if split_of[r.path] == s] for s in ("train", "val", "test")}
+    else:
+        parts = split_groups([r.group for r in records], float(data_cfg.val_fraction),
+                             float(data_cfg.test_fraction), int(data_cfg.split_seed))
+        unit = f"values of {group_col!r}" if group_col else "rows"
+        out.split_rule = (f"seeded: test {data_cfg.test_fraction}, val {data_cfg.val_fraction} of the {unit}, "
+                          f"seed {data_cfg.split_seed}")
+        out.splits = {s: [r for r in records if r.group in parts[s]] for s in ("train", "val", "test")}
+    out.splits["all"] = records
+    for s in ("train", "val", "test"):
+        if records and not out.splits[s]:
+            rep.problems.append(f"{path}: split {s!r} is empty ({out.split_rule})")
+    return out
+
+
+def _record(path: Path, n: int, row: dict, image_col: str, classes: List[str], group_col, rep: DataReport):
+    """One row as a Record2D, or None with its problems in ``rep``."""
+    rel = row[image_col]
+    if not rel:
+        rep.problems.append(f"{path}: line {n}: empty {image_col!r}")
+        return None
+    image = Path(rel) if os.path.isabs(rel) else path.parent / rel
+    ok = True
+    if not image.is_file():
+        rep.problems.append(f"{image}: listed in {path} line {n} but not found")
+        ok = False
+    label = np.zeros(len(classes), np.float32) if classes else None
+    for k, col in enumerate(classes):
+        value = row[col].lower()
+        if value in _TRUE:
+            label[k] = 1.0
+        elif value not in _FALSE:
+            rep.problems.append(f"{path}: line {n}: column {col!r}: {row[col]!r} is not 0 or 1")
+            ok = False
+    if group_col and not row[str(group_col)]:
+        rep.problems.append(f"{path}: line {n}: empty {group_col!r}")
+        ok = False
+    group = row[str(group_col)] if group_col else rel
+    return Record2D(id=rel, path=str(image), label=label, group=group) if ok else None
+
+
+def build_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
+                  cache_dir: Optional[str] = None) -> Image2DDataset:
+    """The dataset of one split of the user's CSV; raises UserError naming the first problem."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    sc = scan(data_cfg)
+    raise_if_problems(sc.report)
+    return Image2DDataset(sc.splits[split], data_cfg, train=(split == "train") if train is None else train,
+                          cache_dir=cache_dir)
+
+
+def check(data_cfg) -> DataReport:
+    """Every problem of a 2D CSV dataset (one line each, naming the file), or a summary of it."""
+    sc = scan(data_cfg)
+    rep = sc.report
+    seen = inspect_images(sorted({r.path for r in sc.splits.get("all", [])}), rep)
+    if rep.problems:
+        return rep
+    s = sc.splits
+    what = f"{len(sc.classes)} classes ({', '.join(sc.classes)})" if sc.classes else "no class columns (unlabelled)"
+    rep.summary.append(f"2D CSV {sc.csv_path}: {len(s['all'])} images, {what}")
+    rep.summary.append(f"splits: train {len(s['train'])}, val {len(s['val'])}, test {len(s['test'])} ({sc.split_rule})")
+    rep.summary.append("images: " + ", ".join(f"{k}: {n}" for k, n in sorted(seen.items())))
+    if sc.classes:
+        for k in ("train", "val", "test"):
+            rep.summary.append(f"{k} labels: {label_counts(s[k], sc.classes)}")
+    return rep
