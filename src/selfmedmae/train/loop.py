@@ -1,0 +1,125 @@
+"""The epoch loop shared by pre-training and fine-tuning: loaders, precision, accumulation, the lr
+schedule per iteration, and the stop on a non-finite loss. Stage files supply a ``loss_fn``."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from selfmedmae.errors import UserError
+from selfmedmae.train.distributed import Dist, broadcast_flag, mean_across
+from selfmedmae.train.log import MetricsLog, Progress
+from selfmedmae.train.rng import SeededDataset
+from selfmedmae.train.schedule import apply_lr, lr_at
+
+
+class DivergedError(UserError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+    exit_code = 3
+
+
+@dataclass
+class Precision:
+    dtype: Optional[torch.dtype]  # None: float32
+    device_type: str
+    scaler: Optional[torch.amp.GradScaler]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def precision(name: str, device: torch.device) -> Precision:
+    if name == "fp16" and device.type != "cuda":
+        raise UserError("run.precision: fp16 needs a GPU; use bf16 on the CPU")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[name]
+    scaler = torch.amp.GradScaler("cuda") if name == "fp16" else None
+    return Precision(dtype, device.type, scaler)
+
+
+@dataclass
+class Plan:
+    """How a global batch is cut: per-rank micro-batches, accumulation, steps per epoch."""
+
+    micro_batch: int
+    accum_steps: int
+    steps_per_epoch: int
+
+
+def plan(train_cfg: Any, n_items: int, ctx: Dist, split_name: str = "train") -> Plan:
+    per_step = ctx.world_size * train_cfg.accum_steps
+    if train_cfg.batch_size % per_step:
+        raise UserError(f"train.batch_size {train_cfg.batch_size} is not divisible by processes x "
+                        f"train.accum_steps = {per_step}")
+    steps = n_items // train_cfg.batch_size
+    if steps == 0:
+        raise UserError(f"the {split_name} split has {n_items} cases, fewer than train.batch_size "
+                        f"{train_cfg.batch_size}")
+    return Plan(train_cfg.batch_size // per_step, train_cfg.accum_steps, steps)
+
+
+def make_loader(dataset: Any, batch: int, ctx: Dist, seed: int, workers: int,
+                collate: Optional[Callable] = None) -> tuple[DataLoader, SeededDataset]:
+    """Shuffled by (seed, epoch) through a DistributedSampler in one process too, so that N processes
+    see, step by step, the same global batch as one process."""
+    seeded = SeededDataset(dataset, seed)
+    sampler = DistributedSampler(seeded, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=seed, drop_last=True)
+    loader = DataLoader(seeded, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
+                        collate_fn=collate, pin_memory=ctx.device.type == "cuda",
+                        persistent_workers=False)
+    return loader, seeded
+
+
+def train_epoch(model: nn.Module, loader: DataLoader, seeded: SeededDataset, optimizer: torch.optim.Optimizer,
+                loss_fn: Callable[[Any, int], tuple[torch.Tensor, int]], prec: Precision, plan_: Plan,
+                sched: dict, epoch: int, global_step: int, ctx: Dist, log: MetricsLog, progress: Progress,
+                clip_grad: Optional[float] = None, log_every: int = 10) -> tuple[int, float]:
+    """One epoch of optimiser steps. ``loss_fn(batch, micro_index)`` -> (loss, samples in the batch).
+    Returns the new global step and the epoch's mean loss (over ranks)."""
+    loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+    seeded.set_epoch(epoch)
+    model.train()
+    total, count, micro = 0.0, 0, 0
+    it = iter(loader)
+    for step in range(plan_.steps_per_epoch):
+        lr = lr_at(epoch + step / plan_.steps_per_epoch, **sched)
+        apply_lr(optimizer, lr)
+        optimizer.zero_grad(set_to_none=True)
+        step_loss, samples = 0.0, 0
+        for a in range(plan_.accum_steps):
+            batch = next(it)
+            sync = a == plan_.accum_steps - 1 or not ctx.enabled
+            with (contextlib.nullcontext() if sync else model.no_sync()):  # type: ignore[operator]
+                with prec.autocast():
+                    loss, n = loss_fn(batch, epoch * plan_.steps_per_epoch * plan_.accum_steps + micro)
+                micro += 1
+                scaled = loss / plan_.accum_steps
+                (prec.scaler.scale(scaled) if prec.scaler else scaled).backward()
+            step_loss += float(loss.detach()) / plan_.accum_steps
+            samples += n
+        if broadcast_flag(not torch.isfinite(torch.tensor(step_loss)), ctx):
+            raise DivergedError(f"the loss became {step_loss} at epoch {epoch}, step {step}; stopped, and "
+                                f"the last good checkpoint is kept (lower the lr, or set train.clip_grad)")
+        if prec.scaler:
+            prec.scaler.unscale_(optimizer)
+        if clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        if prec.scaler:
+            prec.scaler.step(optimizer)
+            prec.scaler.update()
+        else:
+            optimizer.step()
+        global_step += 1
+        total, count = total + step_loss, count + 1
+        rate = progress.update(epoch, step_loss, lr, samples * ctx.world_size)
+        if global_step % log_every == 0 or step == plan_.steps_per_epoch - 1:
+            log.write({"kind": "train", "step": global_step, "epoch": epoch, "loss": step_loss, "lr": lr,
+                       "samples_per_s": rate})
+    return global_step, mean_across({"loss": total / max(count, 1)}, ctx)["loss"]

@@ -1,0 +1,91 @@
+"""``selfmedmae pretrain``: MAE self pre-training on the training split of the target dataset, 2D or 3D.
+
+Writes under ``run.dir``: ``config.yaml``, ``splits.json``, ``metrics.jsonl`` (+ TensorBoard events),
+``checkpoints/last.pt`` every epoch, ``checkpoints/epoch_NNNN.pt`` every ``train.save_every`` epochs,
+``checkpoints/encoder.pt`` (the encoder alone, for fine-tuning), and ``figures/recon_epoch_NNNN.png``
+(original / masked / reconstruction, the paper's Fig. 2) every ``train.vis_every`` epochs.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from monai.data import list_data_collate
+from omegaconf import DictConfig
+from torch.nn.parallel import DistributedDataParallel
+
+from selfmedmae.models.checkpoint import save_model, unwrap
+from selfmedmae.models.factory import build_model, model_args
+from selfmedmae.train import common
+from selfmedmae.train.distributed import Dist, cleanup
+from selfmedmae.train.log import Progress
+from selfmedmae.train.loop import make_loader, plan, train_epoch
+from selfmedmae.train.optim import build_optimizer
+from selfmedmae.train.rng import mix
+from selfmedmae.train.schedule import scaled_lr
+from selfmedmae.train.state import save_training_state
+from selfmedmae.train.visualize import ReconstructionFigure
+
+
+def masking_noise(seed: int, micro: int, n_items: int, crops: int, length: int, ctx: Dist) -> torch.Tensor:
+    """Noise for the masks of one micro-batch, drawn for the global batch and sliced per rank, so N
+    processes mask every sample exactly as one process would. [n_items * crops, length]."""
+    g = torch.Generator().manual_seed(mix(seed, 101, micro))
+    noise = torch.rand(n_items * ctx.world_size, crops, length, generator=g)[ctx.rank::ctx.world_size]
+    return noise.reshape(-1, length)
+
+
+def run(cfg: DictConfig) -> int:
+    t_start = time.perf_counter()
+    run_ = common.start(cfg)
+    ctx, tcfg = run_.ctx, cfg.train
+    try:
+        args = model_args("mae", cfg.model, common.input_size(cfg), cfg.data.in_chans)
+        model = build_model("mae", args).to(ctx.device)
+        dataset = common.train_dataset(cfg, "pretrain")
+        plan_ = plan(tcfg, len(dataset), ctx)
+        lr = scaled_lr(tcfg.base_lr, tcfg.batch_size, tcfg.lr)
+        optimizer = build_optimizer(model, lr, tcfg.weight_decay, tcfg.betas, layer_decay=1.0)
+        start = common.maybe_resume(run_, model, optimizer, "mae")
+        net = DistributedDataParallel(model) if ctx.enabled else model
+        loader, seeded = make_loader(dataset, plan_.micro_batch, ctx, cfg.run.seed, cfg.data.num_workers,
+                                     list_data_collate)
+        length = unwrap(model).encoder.num_patches
+        figure = ReconstructionFigure(cfg, common.input_size(cfg), cfg.run.seed) if ctx.is_main else None
+
+        def loss_fn(batch: dict, micro: int) -> tuple[torch.Tensor, int]:
+            x = batch["image"].to(ctx.device, non_blocking=True)  # [micro_batch * crops, C, *S]
+            crops = x.shape[0] // plan_.micro_batch
+            noise = masking_noise(cfg.run.seed, micro, plan_.micro_batch, crops, length, ctx).to(ctx.device)
+            loss, _, _ = net(x, noise=noise)
+            return loss, plan_.micro_batch
+
+        log = common.open_log(run_, start["step"] if cfg.run.resume else None)
+        total_steps = tcfg.epochs * plan_.steps_per_epoch
+        progress = Progress(total_steps, start["step"], ctx.is_main)
+        sched = dict(peak=lr, epochs=tcfg.epochs, warmup_epochs=tcfg.warmup_epochs, min_lr=tcfg.min_lr)
+        step, loss = start["step"], math.nan
+        for epoch in range(start["epoch"], tcfg.epochs):
+            step, loss = train_epoch(net, loader, seeded, optimizer, loss_fn, run_.prec, plan_, sched, epoch,
+                                     step, ctx, log, progress, tcfg.clip_grad, tcfg.log_every)
+            log.write({"kind": "epoch", "step": step, "epoch": epoch, "loss": loss})
+            if ctx.is_main:
+                save_training_state(run_.last, "mae", args, model, optimizer, run_.prec.scaler, epoch + 1,
+                                    step, common.config_dict(cfg))
+                if (epoch + 1) % tcfg.save_every == 0:
+                    save_model(run_.checkpoints / f"epoch_{epoch + 1:04d}.pt", "mae", args, model)
+                if epoch == 0 or (epoch + 1) % tcfg.vis_every == 0 or epoch + 1 == tcfg.epochs:
+                    figure.save(unwrap(model), run_.dir / "figures" / f"recon_epoch_{epoch + 1:04d}.png")
+        progress.close()
+        if ctx.is_main:
+            enc = unwrap(model).encoder
+            save_model(run_.checkpoints / "encoder.pt", "vit", {"encoder": args["encoder"]}, enc)
+            minutes = (time.perf_counter() - t_start) / 60
+            print(f"pretrain done: {tcfg.epochs} epochs, final loss {loss:.4f}, {minutes:.1f} min; "
+                  f"checkpoints in {run_.checkpoints}, figures in {run_.dir / 'figures'}, "
+                  f"metrics in {run_.dir / 'metrics.jsonl'}")
+        log.close()
+    finally:
+        cleanup()
+    return 0
