@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from selfmedmae.data import chestxray14 as cxr
 from selfmedmae.data import csv_2d
 from selfmedmae.data.config import DataConfig
-from selfmedmae.data.dataset_2d import build_2d_dataset
+from selfmedmae.data.dataset_2d import build_2d_dataset, build_2d_loader, classes_2d
 from selfmedmae.data.synthetic_2d import HEADER, make_cxr14_like
 from selfmedmae.data.transforms_2d import CropNormalize, equalize_hist, load_grey, preprocess
 
@@ -221,6 +221,23 @@ def test_disk_cache_is_reused_by_a_later_run(tmp_path):
     other = build_2d_dataset(cfg_for(root, image_size=40, crop_size=24, cache="disk"), "test",
                              cache_dir=str(tmp_path / "cache"))
     assert other.cache.path != ds.cache.path and other.cache.n_done() == 0  # other settings: other file
+
+
+def test_loaders_for_training_code(tmp_path):
+    root = _synthetic(tmp_path, full_size=False)
+    cfg = cfg_for(root, image_size=32, crop_size=24, in_chans=3, num_workers=0)
+    assert classes_2d(cfg) == list(cxr.CXR14_LABELS) and classes_2d(cfg_for(root, labels=["Mass"])) == ["Mass"]
+    n_train = len(build_2d_dataset(cfg, "train"))
+    crops = {s: build_2d_dataset(cfg, s).transform.train for s in ("train", "train_val", "val", "test", "all")}
+    assert crops == {"train": True, "train_val": True, "val": False, "test": False, "all": False}
+    train = build_2d_loader(cfg, "train", batch_size=4, seed=1)
+    batches = list(train)
+    assert len(batches) == n_train // 4  # the partial batch is dropped
+    assert batches[0]["image"].shape == (4, 3, 24, 24) and batches[0]["label"].shape == (4, 14)
+    assert sorted(i for b in list(train) for i in b["id"]) != [i for b in batches for i in b["id"]]  # shuffled
+    shares = [[i for b in build_2d_loader(cfg, "test", 2, rank=r, world_size=2) for i in b["id"]] for r in (0, 1)]
+    test_ids = build_2d_dataset(cfg, "test").ids
+    assert set(shares[0]) | set(shares[1]) == set(test_ids) and len(shares[0]) == len(shares[1])
 
 
 # --- synthetic generator -------------------------------------------------------------------------------

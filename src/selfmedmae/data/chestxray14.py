@@ -24,9 +24,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from selfmedmae.data.dataset_2d import (
-    Image2DDataset, Record2D, config_problems_2d, inspect_images, label_counts, raise_if_problems, split_groups,
-)
+from selfmedmae.data.check_2d import config_problems_2d, inspect_images, label_counts
+from selfmedmae.data.dataset_2d import Image2DDataset, Record2D, is_train, raise_if_problems, split_groups
 from selfmedmae.data.report import DataReport
 
 CXR14_LABELS = (
@@ -152,8 +151,13 @@ def _find_csv(root: Path, data_cfg, report: DataReport) -> Optional[Path]:
     return found[0]
 
 
+def class_names(data_cfg) -> List[str]:
+    """``data.labels`` (a subset of the 14, in the order given) or all 14 in the CheXNet order."""
+    return list(data_cfg.labels) if data_cfg.labels else list(CXR14_LABELS)
+
+
 def _config_problems(data_cfg, report: DataReport) -> List[str]:
-    classes = list(data_cfg.labels) if data_cfg.labels else list(CXR14_LABELS)
+    classes = class_names(data_cfg)
     for name in classes:
         if name not in CXR14_LABELS:
             report.problems.append(f"data.labels: {name!r} is not a ChestX-ray14 label ({', '.join(CXR14_LABELS)})")
@@ -229,7 +233,7 @@ def build_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     sc = scan(data_cfg)
     raise_if_problems(sc.report)
-    return Image2DDataset(sc.splits[split], data_cfg, train=(split == "train") if train is None else train,
+    return Image2DDataset(sc.splits[split], data_cfg, train=is_train(split, train),
                           cache_dir=cache_dir)
 
 

@@ -24,9 +24,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from selfmedmae.data.dataset_2d import (
-    Image2DDataset, Record2D, config_problems_2d, inspect_images, label_counts, raise_if_problems, split_groups,
-)
+from selfmedmae.data.check_2d import config_problems_2d, inspect_images, label_counts
+from selfmedmae.data.dataset_2d import Image2DDataset, Record2D, is_train, raise_if_problems, split_groups
 from selfmedmae.data.report import DataReport
 
 SPLITS = ("train", "val", "test", "all")
@@ -160,6 +159,13 @@ def _record(path: Path, n: int, row: dict, image_col: str, classes: List[str], g
     return Record2D(id=rel, path=str(image), label=label, group=group) if ok else None
 
 
+def class_names(data_cfg) -> List[str]:
+    """The class columns, in the order of the label vectors; raises UserError when the CSV is unusable."""
+    sc = scan(data_cfg)
+    raise_if_problems(sc.report)
+    return sc.classes
+
+
 def build_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
                   cache_dir: Optional[str] = None) -> Image2DDataset:
     """The dataset of one split of the user's CSV; raises UserError naming the first problem."""
@@ -167,7 +173,7 @@ def build_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     sc = scan(data_cfg)
     raise_if_problems(sc.report)
-    return Image2DDataset(sc.splits[split], data_cfg, train=(split == "train") if train is None else train,
+    return Image2DDataset(sc.splits[split], data_cfg, train=is_train(split, train),
                           cache_dir=cache_dir)
 
 

@@ -1,9 +1,13 @@
 """The 2D image dataset shared by ChestX-ray14 and the user's CSV: records, a shared preprocessing cache,
-the torch Dataset, the seeded group split, and the per-format dispatch.
+the torch Dataset and DataLoader, the seeded group split, and the per-format dispatch.
 
-An item is ``{"image": float32 [C, crop, crop], "label": float32 [K], "id": str}`` ("label" only when
-every record has one, e.g. not for an unlabelled pre-training folder). A batch from the default collate
-is ``{"image": [B, C, crop, crop], "label": [B, K], "id": list of B str}``.
+    train = build_2d_loader(cfg.data, "train", batch_size, rank=rank, world_size=world, seed=cfg.run.seed)
+    val = build_2d_dataset(cfg.data, "val")        # centre crops; "test" only for the final evaluation
+    num_classes = len(classes_2d(cfg.data))
+
+An item is ``{"image": float32 [C, crop, crop], "label": float32 [K] 0/1, "id": str}`` ("label" only when
+every record has one, e.g. not for an unlabelled CSV). A batch from the default collate is
+``{"image": [B, C, crop, crop], "label": [B, K], "id": list of B str}``.
 
 Cache: decoding a 1024^2 PNG and equalising it costs ~25 ms, the 256^2 result is 64 KiB. The result
 rows live in one file mapped shared (``np.memmap``), with a "done" byte per row, so every DataLoader
@@ -19,18 +23,14 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from selfmedmae.data.report import DataReport
 from selfmedmae.data.transforms_2d import crop_transform, preprocess
 from selfmedmae.errors import UserError
 
@@ -152,49 +152,9 @@ class Image2DDataset(Dataset):
         return item
 
 
-def inspect_image(path: str) -> Tuple[Optional[str], Optional[str]]:
-    """(``'<mode> <W>x<H>'``, None) for a readable image, (None, problem line) otherwise. Reads every chunk
-    and checks its CRC (PIL ``verify``) without decompressing the pixels: catches truncated and corrupt files."""
-    try:
-        with Image.open(path) as img:
-            desc = f"{img.mode} {img.size[0]}x{img.size[1]}"
-            img.verify()
-        return desc, None
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on bad files
-        return None, f"{path}: unreadable image ({type(exc).__name__}: {exc})".splitlines()[0]
-
-
-def inspect_images(paths: List[str], report: DataReport, threads: int = 8) -> Counter:
-    """Verify every file (threads: mostly I/O); problems into ``report``; returns a Counter of modes/sizes."""
-    seen: Counter = Counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for desc, problem in pool.map(inspect_image, paths):
-            if problem:
-                report.problems.append(problem)
-            else:
-                seen[desc] += 1
-    return seen
-
-
-def label_counts(records: Sequence[Record2D], classes: Sequence[str], none_name: str = "no class") -> str:
-    """'Atelectasis 34, ..., No Finding 39': positives per class and all-zero rows, for summaries."""
-    labelled = [r.label for r in records if r.label is not None]
-    counts = np.sum(labelled, axis=0) if labelled else np.zeros(len(classes))
-    none = sum(1 for v in labelled if not v.any())
-    return ", ".join(f"{c} {int(n)}" for c, n in zip(classes, counts)) + f", {none_name} {none}"
-
-
-def config_problems_2d(data_cfg, report) -> None:
-    """Config values no 2D reader can work with, as 'data.<key>: problem' lines."""
-    if int(data_cfg.spatial_dims) != 2:
-        report.problems.append(f"data.spatial_dims: format {data_cfg.format} is 2D, got {data_cfg.spatial_dims}")
-    if int(data_cfg.in_chans) not in (1, 3):
-        report.problems.append(f"data.in_chans: must be 1 (grey) or 3 (grey repeated), got {data_cfg.in_chans}")
-    if int(data_cfg.crop_size) > int(data_cfg.image_size):
-        report.problems.append(f"data.crop_size: {data_cfg.crop_size} is larger than "
-                               f"data.image_size {data_cfg.image_size}")
-    if str(data_cfg.cache) not in ("memory", "disk", "none"):
-        report.problems.append(f"data.cache: {data_cfg.cache!r} is not one of memory, disk, none")
+def is_train(split: str, train: Optional[bool] = None) -> bool:
+    """Random crop + flip and shuffling: as asked, else for the splits a model learns from."""
+    return split in ("train", "train_val") if train is None else bool(train)
 
 
 def _format_module(data_cfg):
@@ -211,7 +171,8 @@ def build_2d_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
                      cache_dir: Optional[str] = None) -> Image2DDataset:
     """The dataset of one split (train, val, test, train_val, all) of a 2D format (cxr14 or csv).
 
-    ``train`` picks the random crop + flip (default: only for split "train"), else the centre crop.
+    ``train`` picks the random crop + flip (default: for "train" and "train_val", the splits a model learns
+    from, MAE pre-training included), else the centre crop.
     Raises :class:`UserError` naming the first problem when the data is not usable.
     """
     return _format_module(data_cfg).build_dataset(data_cfg, split, train=train, cache_dir=cache_dir)
@@ -220,6 +181,32 @@ def build_2d_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
 def check_2d(data_cfg):
     """The :class:`~selfmedmae.data.report.DataReport` of a 2D format."""
     return _format_module(data_cfg).check(data_cfg)
+
+
+def classes_2d(data_cfg) -> List[str]:
+    """Class names of a 2D format, in the order of the label vectors (the classifier head's outputs)."""
+    return list(_format_module(data_cfg).class_names(data_cfg))
+
+
+def build_2d_loader(data_cfg, split: str, batch_size: int, *, train: Optional[bool] = None,
+                    cache_dir: Optional[str] = None, rank: int = 0, world_size: int = 1, seed: int = 0,
+                    num_workers: Optional[int] = None) -> DataLoader:
+    """A DataLoader over :func:`build_2d_dataset`. Training (``train``, default as there) shuffles
+    and drops the last partial batch; evaluation keeps order and every image. With ``world_size > 1`` a
+    DistributedSampler takes this rank's share (call ``loader.sampler.set_epoch(epoch)`` each epoch; for
+    evaluation it pads with repeats to a multiple of ``world_size``, so deduplicate by ``id``)."""
+    ds = build_2d_dataset(data_cfg, split, train=train, cache_dir=cache_dir)
+    shuffle = is_train(split, train)
+    workers = int(data_cfg.num_workers if num_workers is None else num_workers)
+    sampler, gen = None, None
+    if world_size > 1:
+        sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                                     drop_last=shuffle)
+    elif shuffle:
+        gen = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      generator=gen, num_workers=workers, drop_last=shuffle, persistent_workers=workers > 0,
+                      pin_memory=torch.cuda.is_available())
 
 
 def raise_if_problems(report, hint: str = "run `selfmedmae check-data` to list them all") -> None:

@@ -1,0 +1,60 @@
+"""The 2D data check's shared pieces: verify image files, count labels, reject unusable 2D config values.
+
+Used by ``chestxray14.check`` and ``csv_2d.check``; each problem is one line naming the file or key.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from selfmedmae.data.dataset_2d import Record2D
+from selfmedmae.data.report import DataReport
+
+
+def inspect_image(path: str) -> Tuple[Optional[str], Optional[str]]:
+    """(``'<mode> <W>x<H>'``, None) for a readable image, (None, problem line) otherwise. Reads every chunk
+    and checks its CRC (PIL ``verify``) without decompressing the pixels: catches truncated and corrupt files."""
+    try:
+        with Image.open(path) as img:
+            desc = f"{img.mode} {img.size[0]}x{img.size[1]}"
+            img.verify()
+        return desc, None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on bad files
+        return None, f"{path}: unreadable image ({type(exc).__name__}: {exc})".splitlines()[0]
+
+
+def inspect_images(paths: List[str], report: DataReport, threads: int = 8) -> Counter:
+    """Verify every file (threads: mostly I/O); problems into ``report``; returns a Counter of modes/sizes."""
+    seen: Counter = Counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for desc, problem in pool.map(inspect_image, paths):
+            if problem:
+                report.problems.append(problem)
+            else:
+                seen[desc] += 1
+    return seen
+
+
+def label_counts(records: Sequence[Record2D], classes: Sequence[str], none_name: str = "no class") -> str:
+    """'Atelectasis 34, ..., No Finding 39': positives per class and all-zero rows, for summaries."""
+    labelled = [r.label for r in records if r.label is not None]
+    counts = np.sum(labelled, axis=0) if labelled else np.zeros(len(classes))
+    none = sum(1 for v in labelled if not v.any())
+    return ", ".join(f"{c} {int(n)}" for c, n in zip(classes, counts)) + f", {none_name} {none}"
+
+
+def config_problems_2d(data_cfg, report) -> None:
+    """Config values no 2D reader can work with, as 'data.<key>: problem' lines."""
+    if int(data_cfg.spatial_dims) != 2:
+        report.problems.append(f"data.spatial_dims: format {data_cfg.format} is 2D, got {data_cfg.spatial_dims}")
+    if int(data_cfg.in_chans) not in (1, 3):
+        report.problems.append(f"data.in_chans: must be 1 (grey) or 3 (grey repeated), got {data_cfg.in_chans}")
+    if int(data_cfg.crop_size) > int(data_cfg.image_size):
+        report.problems.append(f"data.crop_size: {data_cfg.crop_size} is larger than "
+                               f"data.image_size {data_cfg.image_size}")
+    if str(data_cfg.cache) not in ("memory", "disk", "none"):
+        report.problems.append(f"data.cache: {data_cfg.cache!r} is not one of memory, disk, none")
