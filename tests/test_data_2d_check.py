@@ -49,7 +49,9 @@ def only_problem(report, *needles):
 
 def test_sample_passes_with_a_summary():
     rep = cxr.check(cfg_for(SAMPLE))
-    assert rep.ok and not rep.warnings, rep.problems + rep.warnings
+    assert rep.ok, rep.problems
+    # 59 validation images: the seeded patient split leaves one rare finding without a positive
+    assert rep.warnings == [f"{SAMPLE}: split 'val' has no positive 'Edema' image (its AUC is undefined)"]
     text = "\n".join(rep.summary)
     assert "407 images of 407 patients" in text
     assert "train 237 images / 237 patients, val 59 images / 59 patients, test 111 images / 111 patients" in text
@@ -105,7 +107,7 @@ def test_duplicate_file_name_and_list_overlaps(copy):
         f.write("00000100_000.png\n")
     shutil.copy(copy / "images_001" / "images" / "00000075_000.png", copy / "images_002" / "images" / "extra.png")
     rep = cxr.check(cfg_for(copy))
-    assert rep.warnings == [f"{copy}: 1 PNG file(s) are in neither train_val_list.txt nor test_list.txt (not used)"]
+    assert f"{copy}: 1 PNG file(s) are in neither train_val_list.txt nor test_list.txt (not used)" in rep.warnings
     only_problem(rep, "images_00", "00000075_000.png: duplicate file name")
     only_problem(rep, "00000100_000.png: in both")
     only_problem(rep, "test_list.txt: patient 00000100 also has images", "patient-disjoint")

@@ -58,3 +58,16 @@ def config_problems_2d(data_cfg, report) -> None:
                                f"data.image_size {data_cfg.image_size}")
     if str(data_cfg.cache) not in ("memory", "disk", "none"):
         report.problems.append(f"data.cache: {data_cfg.cache!r} is not one of memory, disk, none")
+
+
+def class_balance_warnings(splits, classes: Sequence[str], source: str, report: DataReport) -> None:
+    """Warn about a class with no positive or no negative image in a split: its AUC there is undefined."""
+    for name in ("train", "val", "test"):
+        labels = [r.label for r in splits.get(name, []) if r.label is not None]
+        if not labels:
+            continue
+        pos = np.sum(labels, axis=0)
+        for k, c in enumerate(classes):
+            if pos[k] == 0 or pos[k] == len(labels):
+                what = "positive" if pos[k] == 0 else "negative"
+                report.warnings.append(f"{source}: split {name!r} has no {what} {c!r} image (its AUC is undefined)")

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from selfmedmae.data.check_2d import config_problems_2d, inspect_images, label_counts
+from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
 from selfmedmae.data.dataset_2d import Image2DDataset, Record2D, is_train, raise_if_problems, split_groups
 from selfmedmae.data.report import DataReport
 
@@ -245,6 +245,7 @@ def check(data_cfg) -> DataReport:
     if rep.problems:
         return rep
     s = sc.splits
+    class_balance_warnings(s, sc.classes, str(sc.root), rep)
     rep.summary.append(f"ChestX-ray14 at {sc.root}: {len(s['all'])} images of "
                        f"{len({r.group for r in s['all']})} patients, labels from {sc.csv_path.name}")
     rep.summary.append(

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from selfmedmae.data.check_2d import config_problems_2d, inspect_images, label_counts
+from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
 from selfmedmae.data.dataset_2d import Image2DDataset, Record2D, is_train, raise_if_problems, split_groups
 from selfmedmae.data.report import DataReport
 
@@ -185,6 +185,7 @@ def check(data_cfg) -> DataReport:
     if rep.problems:
         return rep
     s = sc.splits
+    class_balance_warnings(s, sc.classes, str(sc.csv_path), rep)
     what = f"{len(sc.classes)} classes ({', '.join(sc.classes)})" if sc.classes else "no class columns (unlabelled)"
     rep.summary.append(f"2D CSV {sc.csv_path}: {len(s['all'])} images, {what}")
     rep.summary.append(f"splits: train {len(s['train'])}, val {len(s['val'])}, test {len(s['test'])} ({sc.split_rule})")
