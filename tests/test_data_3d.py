@@ -15,7 +15,7 @@ from selfmedmae.data.brats import BratsRegionsd, brats_regions
 from selfmedmae.data.btcv import PAPER_ORGANS, published_split, read_btcv
 from selfmedmae.data.csv_folder import read_csv_folder
 from selfmedmae.data.decathlon import read_msd
-from selfmedmae.data.loader import build_eval_dataset, build_train_loader, data_info
+from selfmedmae.data.loader import build_eval_dataset, build_train_dataset, build_train_loader, data_info
 from selfmedmae.data.splits import cases_for, seeded_split, split_cases, write_splits
 from selfmedmae.data.synthetic import make_brats, make_btcv
 from selfmedmae.data.transforms_3d import eval_transforms, invert_to_input, random_suffix, train_transforms
@@ -250,3 +250,22 @@ def test_csv_folder(tmp_path, brats_root):
     dl = read_csv_folder(tmp_path, "cases.csv", labels=["bg", "a", "b", "c"])
     assert not dl.problems and [c["id"] for c in dl.cases] == ["BRATS_001"] and len(dl.unlabelled) == 1
     assert Path(dl.cases[0]["label"]).is_file()
+
+
+@pytest.mark.parametrize("fmt", ["btcv", "brats"])
+def test_training_never_writes_into_the_cache(fmt, btcv_root, brats_root):
+    # The training cache is handed out without a copy; the random suffix must leave it untouched.
+    extra = ["data.in_chans=4", "data.intensity=nonzero", "data.spacing=[1,1,1]"] if fmt == "brats" else []
+    root = brats_root if fmt == "brats" else btcv_root
+    cfg = cfg_for(f"data.format={fmt}", f"data.root={root}", "data.dataset_json=transunet.json" if fmt == "btcv"
+                  else "data.dataset_json=dataset.json", "data.intensity_prob=1.0", *extra)
+    dataset = build_train_dataset(cfg, "finetune", split="all")
+    cached = dataset._cache[0]
+    before = {k: v.clone() for k, v in cached.items() if isinstance(v, torch.Tensor)}
+    n_ops = len(cached["image"].applied_operations)
+    for _ in range(5):
+        crops = dataset[0]
+        assert "label_fg_indices" not in crops[0] and crops[0]["image"].shape == (cfg.data.in_chans, *ROI)
+    for key, value in before.items():
+        assert torch.equal(cached[key], value), key
+    assert len(cached["image"].applied_operations) == n_ops

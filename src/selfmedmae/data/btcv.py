@@ -82,7 +82,8 @@ def read_btcv(root: str | os.PathLike, dataset_json: str = "transunet.json", spl
     wanted = ids["train"] + ids["test"]
     if (root / dataset_json).is_file():
         out = read_msd(root, dataset_json)
-        for item in out.cases + out.unlabelled:
+        out.unlabelled = []  # img0061-0080 are never used (the paper pre-trains on the train cases only)
+        for item in out.cases:
             item["id"] = btcv_id(item["image"]) or item["id"]
         listed = {c["id"] for c in out.cases}
         absent = [c for c in wanted if c not in listed]

@@ -57,12 +57,18 @@ def data_info(data_cfg) -> DataInfo:
     return DataInfo(data_cfg.in_chans, len(labels), list(labels), False, subset)
 
 
-def make_dataset(items: List[dict], transform, data_cfg, cache_dir: Optional[str] = None, cache_rate: float = 1.0):
-    """A MONAI dataset over ``items`` caching the deterministic prefix of ``transform`` as ``data.cache``."""
+def make_dataset(items: List[dict], transform, data_cfg, cache_dir: Optional[str] = None, cache_rate: float = 1.0,
+                 copy_cache: bool = True):
+    """A MONAI dataset over ``items`` caching the deterministic prefix of ``transform`` as ``data.cache``.
+
+    ``copy_cache=False`` hands the cached volume to the random suffix without a deep copy (0.1-0.2 s per
+    BTCV volume saved); only for transforms that never write into it (the training suffix starts with
+    the crop and :class:`~selfmedmae.data.transforms_3d.Detachd`).
+    """
     mode = data_cfg.cache
     if mode == "memory":
         return CacheDataset(items, transform, cache_rate=cache_rate, num_workers=max(1, data_cfg.num_workers),
-                            progress=False)
+                            progress=False, copy_cache=copy_cache)
     if mode == "disk":
         if cache_dir is None:
             raise UserError("data.cache_dir: needed for data.cache=disk")
@@ -81,7 +87,8 @@ def _cache_dir(cfg) -> str:
 def build_train_dataset(cfg, mode: str = "finetune", split: str = "train"):
     """The training dataset of ``split``: one item per volume, a list of ``num_samples`` crops each."""
     items = cases_for(cfg.data, split)
-    return make_dataset(items, train_transforms(cfg.data, mode), cfg.data, _cache_dir(cfg), cfg.data.cache_rate)
+    return make_dataset(items, train_transforms(cfg.data, mode), cfg.data, _cache_dir(cfg), cfg.data.cache_rate,
+                        copy_cache=False)
 
 
 def build_train_loader(cfg, mode: str = "finetune", *, split: str = "train", batch_size: Optional[int] = None,

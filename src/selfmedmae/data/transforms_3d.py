@@ -5,7 +5,7 @@ Follows the official SelfMedMAE ``lib/data/med_transforms.py`` (docs/official-co
 * deterministic prefix (cached once per volume by ``CacheDataset`` / ``PersistentDataset``, which cache
   up to the first random transform): load (3D or 4D NIfTI -> channel first), orientation (RAS),
   spacing (BTCV 1.5 x 1.5 x 2.0 mm, bilinear image / nearest label), intensity, foreground crop
-  (``image > 0``), padding up to the crop size, label to uint8;
+  (``image > 0``), padding up to the crop size, label to uint8, and (training) the candidate crop centres;
 * random suffix: ``RandCropByPosNegLabeld`` (``num_samples`` crops per volume, pos 1 / neg 1), flips
   (p 0.2 per axis); fine-tuning adds ``RandRotate90d`` (p 0.2) and intensity scale / shift (0.1, p 0.1).
   Pre-training has neither, as in the official ``get_mae_pretrain_transforms``.
@@ -27,17 +27,35 @@ from typing import List, Sequence
 
 import torch
 from monai.transforms import (
-    Compose, CropForegroundd, DeleteItemsd, EnsureTyped, Invertd, LoadImaged, NormalizeIntensityd,
+    Compose, CropForegroundd, DeleteItemsd, FgBgToIndicesd, EnsureTyped, Invertd, LoadImaged, NormalizeIntensityd,
     Orientationd, RandCropByPosNegLabeld, RandFlipd, RandRotate90d, RandScaleIntensityd,
     RandShiftIntensityd, RandSpatialCropSamplesd, ScaleIntensityRanged, ScaleIntensityRangePercentilesd,
     Spacingd, SpatialPadd,
 )
 
+from monai.transforms import MapTransform
+
 from selfmedmae.data.brats import BratsRegionsd
 
 MODES = ("pretrain", "finetune")
 INTENSITY_MODES = ("ct", "nonzero", "percentile", "none")
+INDEX_KEYS = ("label_fg_indices", "label_bg_indices")  # FgBgToIndicesd's output keys for "label"
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # axis codes as nibabel reads them (NIfTI world = RAS+)
+
+
+class Detachd(MapTransform):
+    """Replace each tensor by a plain, contiguous copy (meta dropped; training crops need none).
+
+    Lets the training cache hand out its volumes without a deep copy per access (``copy_cache=False``):
+    the crops are views into the cached volume, and some later steps (non-zero normalisation) write in
+    place.
+    """
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = torch.as_tensor(d[key]).as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
+        return d
 
 
 def intensity_transforms(cfg) -> list:
@@ -61,14 +79,22 @@ def _late_intensity(cfg) -> bool:
     return cfg.intensity == "nonzero"
 
 
-def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: bool = True) -> List:
-    """Load -> orient -> resample -> intensity -> foreground crop -> pad to roi -> label uint8."""
+def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: bool = True,
+                         crop_indices: bool = False) -> List:
+    """Load -> orient -> resample -> intensity -> foreground crop -> pad to roi -> label uint8.
+
+    ``crop_indices``: also cache the candidate crop centres (foreground: label > 0, background:
+    label == 0 and image > 0) as int32 voxel indices, so each random crop is drawn in ~0.03 s instead of
+    scanning the whole volume again (~0.25 s for a BTCV volume), at ~4 bytes per candidate voxel.
+    """
     keys = list(keys)
     t: List = [LoadImaged(keys, image_only=True, ensure_channel_first=True)]
     if cfg.orientation:
         t.append(Orientationd(keys, axcodes=cfg.orientation, labels=RAS_LABELS))
     if cfg.spacing:
-        t.append(Spacingd(keys, pixdim=list(cfg.spacing), mode=["bilinear", "nearest"][: len(keys)]))
+        # float32 resampling: half the time of MONAI's float64 default on a 512 x 512 x 150 CT (6 s vs 13 s)
+        t.append(Spacingd(keys, pixdim=list(cfg.spacing), mode=["bilinear", "nearest"][: len(keys)],
+                          dtype=torch.float32))
     if not _late_intensity(cfg):
         t += intensity_transforms(cfg)
     if cfg.crop_foreground:
@@ -78,6 +104,9 @@ def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: boo
         t.append(SpatialPadd(keys, spatial_size=list(cfg.roi_size)))
     if "label" in keys:  # 1 byte per voxel in the cache; values are checked up front by check-data
         t.append(EnsureTyped("label", dtype=torch.uint8))
+    if crop_indices and "label" in keys:
+        t += [FgBgToIndicesd("label", image_key="image", image_threshold=0.0),
+              EnsureTyped(list(INDEX_KEYS), dtype=torch.int32, track_meta=False)]
     return t
 
 
@@ -90,9 +119,11 @@ def random_suffix(cfg, mode: str = "finetune", labelled: bool = True) -> List:
     if labelled:  # crop centres: foreground (label > 0) or background inside the body (image > 0), 1:1
         t: List = [RandCropByPosNegLabeld(keys, label_key="label", spatial_size=roi, pos=cfg.pos_neg[0],
                                           neg=cfg.pos_neg[1], num_samples=cfg.num_samples, image_key="image",
-                                          image_threshold=0.0)]
+                                          image_threshold=0.0, fg_indices_key=INDEX_KEYS[0],
+                                          bg_indices_key=INDEX_KEYS[1])]
     else:
         t = [RandSpatialCropSamplesd(keys, roi_size=roi, num_samples=cfg.num_samples, random_size=False)]
+    t.append(Detachd(keys))  # crops are views of the cached volume: own them before anything else runs
     if cfg.format == "brats" and labelled and mode == "finetune":
         t.append(BratsRegionsd("label", et_label=cfg.brats_et_label))
     t += [RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=axis) for axis in range(3)]
@@ -116,7 +147,7 @@ def random_suffix(cfg, mode: str = "finetune", labelled: bool = True) -> List:
 def train_transforms(cfg, mode: str = "finetune", labelled: bool = True) -> Compose:
     """Prefix + suffix in one ``Compose``; MONAI's caching datasets cache up to the first random step."""
     keys = ("image", "label") if labelled else ("image",)
-    return Compose(deterministic_prefix(cfg, keys) + random_suffix(cfg, mode, labelled))
+    return Compose(deterministic_prefix(cfg, keys, crop_indices=labelled) + random_suffix(cfg, mode, labelled))
 
 
 def eval_transforms(cfg, with_label: bool = True) -> Compose:

@@ -131,6 +131,9 @@ def check_3d(data_cfg) -> DataReport:
     datalist = read_datalist(data_cfg)
     report.problems += datalist.problems
     report.warnings += datalist.warnings
+    if datalist.channels is not None and datalist.channels != data_cfg.in_chans:
+        report.problems.append(f"{datalist.source}: 'modality' lists {datalist.channels} channel(s), "
+                               f"data.in_chans is {data_cfg.in_chans}")
     splits = {}
     if not datalist.problems:
         splits, problems = split_ids(data_cfg, datalist)
