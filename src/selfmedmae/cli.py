@@ -35,6 +35,25 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from selfmedmae.evaluate import run
+
+    return run(args.checkpoint, args.overrides, out=args.out, figures=args.figures)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from selfmedmae.predict import run
+
+    return run(args.checkpoint, args.inputs, args.out, probs=args.probabilities, figures=args.figures,
+               overrides=args.overrides)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from selfmedmae.report import run
+
+    return run(args.runs, out=args.out, split=args.split)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfmedmae",
@@ -59,6 +78,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="model values a state dict cannot tell, e.g. num_heads=12")
     p.set_defaults(handler=_convert)
+
+    p = sub.add_parser("evaluate", help="metrics of a fine-tuned checkpoint on held-out data",
+                       description="Dice / HD95 (segmentation) or AUC (classification) of a fine-tuned checkpoint "
+                                   "on eval.split, with the data of its run config unless overridden.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="e.g. runs/x/checkpoints/best.pt")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.split=test data.root=/data/x")
+    p.add_argument("--out", default=None, help="output folder (default: <run>/eval_<split>)")
+    p.add_argument("--figures", type=int, default=3, metavar="N", help="cases drawn as overlays (default 3)")
+    p.set_defaults(handler=_evaluate)
+
+    p = sub.add_parser("predict", help="run a fine-tuned checkpoint on new volumes or images",
+                       description="Label maps in each input's own geometry (NIfTI), or a CSV of label "
+                                   "probabilities for 2D images.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="NIfTI files, folders, an MSD dataset.json (its test list), or PNG / JPEG files; "
+                        "key=value items override the run config")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--probabilities", action="store_true", help="also write the class probabilities (4D NIfTI)")
+    p.add_argument("--figures", action="store_true", help="also draw image + prediction overlays")
+    p.set_defaults(handler=_predict, overrides=[])
+
+    p = sub.add_parser("report", help="mean ± std over several runs, and their learning curves")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, help="output folder (default: <common parent of the runs>/report)")
+    p.add_argument("--split", default=None, help="use eval_<SPLIT>/metrics.json of each run (default: the newest)")
+    p.set_defaults(handler=_report)
     return parser
 
 

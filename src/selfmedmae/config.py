@@ -119,3 +119,33 @@ def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
 
 def to_dict(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def config_from_dict(values: dict, overrides: Sequence[str] = (), source: str = "config") -> DictConfig:
+    """The validated config of a plain dict (e.g. the one a checkpoint carries) plus ``key=value`` overrides.
+
+    Same rules as :func:`load_config`: unknown keys and wrong types raise :class:`ConfigError` naming
+    ``source`` (the file the dict came from) and the key.
+    """
+    cfg = OmegaConf.structured(Config)
+    try:
+        cfg = OmegaConf.merge(cfg, values)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{source}: {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
+    try:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"{item}: an override must look like key=value")
+            key, value = item.split("=", 1)
+            if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+                raise ConfigError(f"{key}: unknown config key")
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
+        OmegaConf.resolve(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
+    _check(cfg)
+    return cfg

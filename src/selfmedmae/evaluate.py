@@ -1,0 +1,162 @@
+"""``selfmedmae evaluate CHECKPOINT [key=value ...] [--out DIR]``: the paper's metrics of a fine-tuned run.
+
+The data, split and settings come from the run config saved in the checkpoint, changed by ``key=value``
+overrides (``eval.split=test``, ``data.root=/elsewhere``, ``eval.overlap=0.25``, ...). Results go to
+``--out`` or ``<run>/eval_<split>/``: ``metrics.json`` (per case and per class, strict JSON), ``metrics.md``
+(the table, also printed) and ``figures/``.
+
+Segmentation (UNETR, 3D), as the official evaluation (docs/official-code-spec.md section 2.4): whole volumes
+after the deterministic preprocessing (orientation, resampling, intensity, foreground crop), sliding-window
+logits (:mod:`selfmedmae.inference`), argmax (label maps) or sigmoid > 0.5 (BraTS regions), then per case
+and class Dice and HD95 in mm with the voxel spacing of the evaluated, resampled volume
+(:func:`selfmedmae.metrics.segmentation_scores`; empty masks follow the BraTS convention documented there:
+both empty -> Dice 1 / HD 0, one empty -> Dice 0 / HD = penalty). The penalty is BraTS's 373.13 mm for
+``data.format=brats``, the diagonal of the evaluated volume otherwise. Background is not scored for label
+maps; BraTS scores its three overlapping regions TC / WT / ET. BTCV (``data.format=btcv`` or
+``data.organ_subset`` set) also reports the mean over the paper's 8 organs next to the 13-organ mean.
+Overlays of the first ``--figures`` cases (image, ground truth, prediction; the paper's Fig. 3) go to
+``figures/<case>.png``.
+
+Classification (ViT, 2D): centre-cropped images of the split, one sigmoid per label, ROC AUC per label and
+their mean (a label whose targets are all one value is left out of the mean and named;
+:mod:`selfmedmae.metrics_auc`), the ROC curves in ``figures/roc_curves.png`` and the scores of every image
+in ``predictions.csv``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from selfmedmae.errors import UserError
+from selfmedmae.inference import LoadedRun, check_outputs, classify, load_run, segment_logits
+from selfmedmae.metrics import (BRATS_HD_PENALTY_MM, onehot_from_labelmap, onehot_from_logits, segmentation_scores,
+                                summarize_segmentation, write_metrics)
+
+BATCH_2D = 32  # images per forward pass in 2D evaluation (memory-safe on a CPU for ViT-B at 224^2)
+SUBSET_NAME = "8 organs"  # the BTCV subset the paper reports (TransUNet protocol)
+
+
+def run(checkpoint: str | os.PathLike, overrides: Sequence[str] = (), out: Optional[str | os.PathLike] = None,
+        figures: int = 3) -> int:
+    """Evaluate a checkpoint on ``eval.split``; write metrics.json / metrics.md / figures, print the table."""
+    loaded = load_run(checkpoint, overrides)
+    split = str(loaded.cfg.eval.split)
+    out_dir = Path(out) if out is not None else loaded.run_dir / f"eval_{split}"
+    if loaded.task == "segmentation":
+        metrics = evaluate_segmentation(loaded, split, out_dir, figures)
+    else:
+        metrics = evaluate_classification(loaded, split, out_dir)
+    text = write_metrics(metrics, out_dir)
+    print(text, end="")
+    print(f"\nwrote {out_dir / 'metrics.json'}, {out_dir / 'metrics.md'} and {out_dir / 'figures'}")
+    return 0
+
+
+def _context(run: LoadedRun, split: str) -> dict[str, Any]:
+    """Scalars listed above the table and kept in metrics.json: what was evaluated, and how."""
+    return {"checkpoint": str(run.checkpoint), "split": split, "data": f"{run.cfg.data.format} {run.cfg.data.root}",
+            "device": str(run.device), "precision": run.precision}
+
+
+def report_subsets(data_cfg, class_names: Sequence[str]) -> dict[str, list[str]]:
+    """{"8 organs": [names]} for BTCV (``data.organ_subset`` as label values, default the paper's 8 organs)."""
+    values = list(data_cfg.organ_subset) if data_cfg.organ_subset else None
+    if values is None and data_cfg.format == "btcv":
+        from selfmedmae.data.btcv import PAPER_ORGANS
+
+        values = list(PAPER_ORGANS)
+    if not values:
+        return {}
+    bad = [v for v in values if not 1 <= int(v) < len(class_names)]
+    if bad:
+        raise UserError(f"data.organ_subset: label values {bad} are not foreground classes 1..{len(class_names) - 1}")
+    name = SUBSET_NAME if len(values) == 8 else f"{len(values)}-class subset"
+    return {name: [class_names[int(v)] for v in values]}
+
+
+def _first(batch: list) -> Any:
+    return batch[0]  # one whole volume per step: shapes differ, and the MetaTensor meta must survive
+
+
+def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: int = 3) -> dict[str, Any]:
+    """Per-case, per-class Dice / HD of a UNETR checkpoint on a 3D split; overlays of the first cases."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from selfmedmae.data.loader import build_eval_dataset, data_info
+    from selfmedmae.figures_seg import plot_segmentation_overlay
+
+    cfg = run.cfg
+    if int(cfg.data.spatial_dims) != 3:
+        raise UserError(f"{run.checkpoint}: a UNETR checkpoint needs 3D data, but data.spatial_dims is "
+                        f"{cfg.data.spatial_dims}")
+    info = data_info(cfg.data)
+    check_outputs(run, info.out_channels, "classes" if not info.multilabel else "regions")
+    scored = info.class_names if info.multilabel else info.class_names[1:]  # background is not scored
+    if cfg.data.cache == "memory":  # one pass: holding every volume in memory first would buy nothing
+        cfg.data.cache = "none"
+    dataset = build_eval_dataset(cfg, split, with_label=True)
+    if len(dataset) == 0:
+        raise UserError(f"{cfg.data.root}: split {split!r} has no labelled cases")
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=int(cfg.data.num_workers),
+                        collate_fn=_first)
+    penalty = BRATS_HD_PENALTY_MM if cfg.data.format == "brats" else None
+    cases = []
+    for i, item in enumerate(tqdm(loader, total=len(dataset), desc=f"evaluate {split}", unit="case",
+                                  file=sys.stderr, disable=None)):
+        image, label, case_id = item["image"], item["label"], str(item["id"])
+        spacing = [float(s) for s in image.pixdim[:3]]  # mm, of the resampled grid the metrics are taken on
+        logits = segment_logits(run, image)  # [1, K, *S]
+        pred = onehot_from_logits(logits, info.multilabel)  # [1, K, *S] uint8
+        try:
+            truth = (label[None] > 0.5).to(torch.uint8) if info.multilabel else \
+                onehot_from_labelmap(label.as_tensor()[None], info.out_channels)
+        except ValueError as exc:
+            raise UserError(f"{case_id}: label map does not fit the {info.out_channels} classes ({exc})") from None
+        scores = segmentation_scores(pred, truth, spacing, scored, percentile=float(cfg.eval.hd_percentile),
+                                     include_background=info.multilabel, hd_penalty=penalty, case_ids=[case_id])
+        cases += scores
+        if i < figures:
+            dice = np.mean(list(scores[0].dice.values()))
+            shown_pred = pred[0] if info.multilabel else logits[0].argmax(0)
+            plot_segmentation_overlay(image.as_tensor(), shown_pred, Path(out_dir) / "figures" / f"{case_id}.png",
+                                      label=label.as_tensor(), class_names=scored, spacing=spacing,
+                                      multilabel=info.multilabel,
+                                      title=f"{case_id} ({split}): mean Dice {dice:.3f}")
+    summary = summarize_segmentation(cases, scored, report_subsets(cfg.data, info.class_names),
+                                     float(cfg.eval.hd_percentile))
+    context = {**_context(run, split), "overlap": float(cfg.eval.overlap),
+               "hd_penalty": "373.13 mm (BraTS)" if penalty else "diagonal of the evaluated volume"}
+    return {**context, **summary}
+
+
+def evaluate_classification(run: LoadedRun, split: str, out_dir: Path) -> dict[str, Any]:
+    """Per-label ROC AUC of a classifier checkpoint on a 2D split; ROC curves and per-image scores."""
+    from torch.utils.data import DataLoader
+
+    from selfmedmae.data.dataset_2d import build_2d_dataset, classes_2d
+    from selfmedmae.figures import plot_roc_curves
+    from selfmedmae.metrics import multilabel_auc
+    from selfmedmae.predict import write_scores_csv
+
+    cfg = run.cfg
+    if int(cfg.data.spatial_dims) != 2:
+        raise UserError(f"{run.checkpoint}: evaluation of classifiers is for 2D images, but data.spatial_dims "
+                        f"is {cfg.data.spatial_dims}")
+    names = classes_2d(cfg.data)
+    check_outputs(run, len(names), "labels")
+    dataset = build_2d_dataset(cfg.data, split, train=False)
+    if len(dataset) == 0 or not dataset.labelled:
+        raise UserError(f"{cfg.data.root}: split {split!r} has no labelled images to evaluate against")
+    loader = DataLoader(dataset, batch_size=BATCH_2D, shuffle=False, num_workers=int(cfg.data.num_workers))
+    ids, scores, targets = classify(run, loader)
+    metrics = multilabel_auc(targets.numpy(), scores.numpy(), names)
+    out_dir = Path(out_dir)
+    plot_roc_curves(targets, scores, names, out_dir / "figures" / "roc_curves.png", title=f"{split} split")
+    write_scores_csv(out_dir / "predictions.csv", ids, scores.numpy(), names, targets.numpy())
+    return {**_context(run, split), **metrics}

@@ -1,0 +1,169 @@
+"""What `evaluate` and `predict` share: a fine-tuned run rebuilt from its checkpoint, and the forward passes.
+
+A fine-tuning checkpoint (``<run>/checkpoints/best.pt`` or ``last.pt``) is a native checkpoint of kind
+``unetr`` (3D segmentation) or ``classifier`` (2D classification) that carries the resolved run config as a
+plain dict under ``"config"``; :func:`load_run` rebuilds both, applying ``key=value`` overrides to the config.
+
+Device and precision. ``run.device`` and ``run.precision`` in the saved config describe the machine the run
+was *trained* on, so they are used only when given again on the command line. Otherwise the device is
+``auto`` (the GPU when there is one) and the precision is bf16 autocast on a GPU, float32 on the CPU: most
+CPUs have no bf16 units and emulate it (about 10x slower than float32 for UNETR's 3D convolutions, measured
+on an AMD EPYC), and float32 gives the exact numbers.
+
+Segmentation follows the official evaluation (docs/official-code-spec.md section 2.4): MONAI
+``sliding_window_inference`` over the whole preprocessed volume with windows of ``data.roi_size``,
+``eval.overlap`` (the paper's 0.5), ``eval.sw_batch_size`` windows per forward pass, uniform ("constant")
+blending. Windows run on the device; the blended logits are kept on the CPU, so a large CT does not have to
+fit into GPU memory.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from selfmedmae.errors import UserError
+
+KINDS = {"unetr": "segmentation", "classifier": "classification"}
+
+
+@dataclass
+class LoadedRun:
+    """A fine-tuned model ready for inference, with the config it was trained with (plus overrides)."""
+
+    checkpoint: Path
+    cfg: DictConfig
+    model: nn.Module  # eval mode, on `device`
+    kind: str  # unetr | classifier
+    device: torch.device
+    precision: str  # bf16 | fp16 | fp32
+    model_args: dict  # as saved: {"encoder": {..., "in_chans"}, "num_classes", ...}
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model_args["num_classes"])
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.model_args["encoder"]["in_chans"])
+
+    @property
+    def task(self) -> str:
+        return KINDS[self.kind]
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir_of(self.checkpoint)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def run_dir_of(checkpoint: str | os.PathLike) -> Path:
+    """``<run>/checkpoints/best.pt`` -> ``<run>``; a checkpoint elsewhere -> its own folder."""
+    path = Path(checkpoint).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def _override_keys(overrides: Sequence[str]) -> set:
+    return {item.split("=", 1)[0].strip() for item in overrides if "=" in item}
+
+
+def _device(cfg: DictConfig, given: set) -> torch.device:
+    name = str(cfg.run.device) if "run.device" in given else "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"run.device: {name!r} asked for, but this machine has no usable GPU (use run.device=cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"run.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+
+
+def _precision(cfg: DictConfig, given: set, device: torch.device) -> str:
+    if "run.precision" in given:
+        if cfg.run.precision == "fp16" and device.type != "cuda":
+            raise UserError("run.precision: fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        return str(cfg.run.precision)
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> LoadedRun:
+    """Rebuild model and config from a fine-tuning checkpoint. Raises UserError naming the file."""
+    from selfmedmae.config import config_from_dict
+    from selfmedmae.models.checkpoint import load_state_dict_checked, read_native
+    from selfmedmae.models.factory import build_model
+
+    path = Path(checkpoint)
+    ckpt = read_native(path)
+    kind = ckpt.get("kind")
+    if kind not in KINDS:
+        raise UserError(f"{path}: a {kind!r} checkpoint; evaluation and prediction need a fine-tuned model "
+                        f"({' or '.join(KINDS)}), e.g. <run>/checkpoints/best.pt of `selfmedmae finetune`")
+    if not isinstance(ckpt.get("config"), dict):
+        raise UserError(f"{path}: has no run config (key 'config'); it was not written by `selfmedmae finetune`")
+    cfg = config_from_dict(ckpt["config"], overrides, source=str(path))
+    try:
+        model = build_model(kind, ckpt["model_args"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: cannot rebuild the model from its model_args ({exc})") from None
+    load_state_dict_checked(model, ckpt["state_dict"], str(path))
+    given = _override_keys(overrides)
+    device = _device(cfg, given)
+    return LoadedRun(path, cfg, model.eval().to(device), kind, device, _precision(cfg, given, device),
+                     dict(ckpt["model_args"]))
+
+
+def check_outputs(run: LoadedRun, n_expected: int, what: str) -> None:
+    """The model's output channels must match the data's classes (a config override may change the data)."""
+    if run.num_classes != n_expected:
+        raise UserError(f"{run.checkpoint}: the model has {run.num_classes} outputs but the data has {n_expected} "
+                        f"{what}; was data.* overridden with another dataset?")
+
+
+@torch.no_grad()
+def segment_logits(run: LoadedRun, image: torch.Tensor) -> torch.Tensor:
+    """Sliding-window logits of one preprocessed volume: image [C, *S] or [1, C, *S] -> float32 [1, K, *S] (CPU)."""
+    from monai.inferers import sliding_window_inference
+
+    x = image if image.ndim == len(run.cfg.data.roi_size) + 2 else image[None]
+    x = x.as_tensor() if hasattr(x, "as_tensor") else x  # plain tensor: no meta bookkeeping per window
+
+    def predictor(windows: torch.Tensor) -> torch.Tensor:
+        with run.autocast():
+            return run.model(windows).float()
+
+    out = sliding_window_inference(x.float(), roi_size=[int(s) for s in run.cfg.data.roi_size],
+                                   sw_batch_size=int(run.cfg.eval.sw_batch_size), predictor=predictor,
+                                   overlap=float(run.cfg.eval.overlap), mode="constant", sw_device=run.device,
+                                   device=torch.device("cpu"), progress=False)
+    return out.float()
+
+
+def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Sigmoid per channel (overlapping regions, BraTS) or softmax over the classes (label maps), [B, K, ...]."""
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+
+
+@torch.no_grad()
+def classify(run: LoadedRun, loader) -> tuple[list, torch.Tensor, Optional[torch.Tensor]]:
+    """(ids, probabilities [N, K] float32, targets [N, K] or None) over a loader of {"image", "id"[, "label"]}."""
+    ids, scores, targets = [], [], []
+    for batch in loader:
+        with run.autocast():
+            logits = run.model(batch["image"].to(run.device, non_blocking=True))  # [B, K]
+        scores.append(torch.sigmoid(logits.float()).cpu())  # multi-label: one sigmoid per finding
+        ids += list(batch["id"])
+        if "label" in batch:
+            targets.append(batch["label"].float())
+    if not ids:
+        raise UserError("no images to classify")
+    return ids, torch.cat(scores), (torch.cat(targets) if len(targets) == len(scores) else None)

@@ -1,0 +1,119 @@
+"""The inputs of ``selfmedmae predict``: files, folders and MSD datalists, all checked before any inference.
+
+Volumes (segmentation): ``.nii`` / ``.nii.gz`` files, folders (their ``*.nii`` / ``*.nii.gz``, not recursive,
+skipping macOS ``._*`` junk), or an MSD ``dataset.json`` (its ``test`` list). Images (classification):
+``.png`` / ``.jpg`` / ``.jpeg`` files or folders of them (not recursive). Every file's header is read up
+front, so a missing, unreadable or wrong file stops the command with a :class:`UserError` naming it before
+the long work starts; output names are decided here too, and two inputs that would write the same output
+file are refused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence
+
+from selfmedmae.errors import UserError
+
+NIFTI = (".nii.gz", ".nii")
+IMAGES = (".png", ".jpg", ".jpeg")
+
+
+def _has_suffix(path: Path, suffixes: Sequence[str]) -> bool:
+    return path.name.lower().endswith(tuple(suffixes))
+
+
+def _folder(path: Path, suffixes: Sequence[str]) -> List[Path]:
+    found = sorted(p for p in path.iterdir()
+                   if p.is_file() and not p.name.startswith("._") and _has_suffix(p, suffixes))
+    if not found:
+        raise UserError(f"{path}: folder holds no {' / '.join('*' + s for s in suffixes)} files")
+    return found
+
+
+def _datalist(path: Path) -> List[Path]:
+    from selfmedmae.data.decathlon import read_msd
+
+    datalist = read_msd(path.parent, path.name)
+    problems = [p for p in datalist.problems if "'training'" not in p]  # a test-only list is fine here
+    if problems:
+        raise UserError(problems[0])
+    if not datalist.unlabelled:
+        raise UserError(f"{path}: no 'test' list of images to predict")
+    return [Path(item["image"]) for item in datalist.unlabelled]
+
+
+def collect(inputs: Sequence[str], volumes: bool) -> List[Path]:
+    """The input files, in the order given (folders sorted), each once."""
+    suffixes = NIFTI if volumes else IMAGES
+    kind = "NIfTI file (.nii, .nii.gz), a folder of them or an MSD dataset.json" if volumes else \
+        "PNG / JPEG image or a folder of them"
+    files: List[Path] = []
+    for given in inputs:
+        path = Path(given)
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+        if path.is_dir():
+            files += _folder(path, suffixes)
+        elif volumes and path.suffix.lower() == ".json":
+            files += _datalist(path)
+        elif _has_suffix(path, suffixes):
+            files.append(path)
+        else:
+            raise UserError(f"{path}: not a {kind}")
+    seen, unique = set(), []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    if not unique:
+        raise UserError("no input files given")
+    return unique
+
+
+def check_volume(path: Path, in_chans: int) -> tuple:
+    """Read the NIfTI header; the spatial shape, refusing what the model cannot take."""
+    import nibabel as nib
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(s) for s in img.shape)
+    except Exception as exc:  # nibabel raises many kinds (ImageFileError, OSError, EOFError, gzip errors)
+        raise UserError(f"{path}: cannot be read as NIfTI ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+    if len(shape) == 3:
+        chans = 1
+    elif len(shape) == 4:  # MSD multi-modal volumes: channels on the last axis
+        chans = shape[3]
+    else:
+        raise UserError(f"{path}: a {len(shape)}D image of shape {list(shape)}; expected a 3D volume "
+                        f"(or 4D with the channels last)")
+    if chans != in_chans:
+        raise UserError(f"{path}: {chans} channel(s), the model takes {in_chans}")
+    return shape[:3]
+
+
+def check_image(path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.verify()  # reads the file through: truncated PNGs fail here, not mid-run
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable image ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+
+
+def output_stems(files: Sequence[Path]) -> List[str]:
+    """``case.nii.gz`` -> ``case``; two inputs with one name (from different folders) are refused."""
+    from selfmedmae.data.decathlon import case_id
+
+    stems, owner = [], {}
+    for f in files:
+        stem = case_id(f)
+        if stem in owner:
+            raise UserError(f"{f}: has the same name as {owner[stem]}; their predictions would overwrite each "
+                            f"other (predict them into different --out folders)")
+        owner[stem] = f
+        stems.append(stem)
+    return stems
