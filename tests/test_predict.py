@@ -13,10 +13,10 @@ import torch
 
 from selfmedmae.cli import main
 from selfmedmae.data.brats import brats_regions
-from selfmedmae.data.synthetic import make_btcv, make_msd
+from selfmedmae.data.synthetic import make_brats, make_btcv, make_msd
 from selfmedmae.inference import load_run
 from selfmedmae.predict import predict_volumes, regions_to_labels
-from tiny_runs import CXR_SAMPLE, HIPPOCAMPUS, REPO, Threshold, tiny_checkpoint
+from tiny_runs import CXR_SAMPLE, HIPPOCAMPUS, REPO, ConstantLogits, Threshold, tiny_checkpoint
 
 CFG = REPO / "configs" / "_data"
 ROI16 = "data.roi_size=[16,16,16]"
@@ -163,6 +163,28 @@ def test_brats_regions_are_written_back_as_msd_labels():
         regions = brats_regions(labels, et_label=et) > 0.5  # [3, 2, 2, 2] TC, WT, ET
         back = regions_to_labels(regions, et)[0]
         assert back.dtype == torch.uint8 and torch.equal(back.long(), labels)
+
+
+def test_brats_4d_input_gives_a_3d_msd_label_map_on_its_grid(tmp_path):
+    root = make_brats(tmp_path / "brats", n=4, size=(20, 22, 16), seed=6)
+    ckpt = tiny_checkpoint(tmp_path / "run", str(CFG / "brats.yaml"), [f"data.root={root}", ROI16])
+    run = load_run(ckpt)
+    run.model = ConstantLogits([5.0, 5.0, -5.0])  # TC and WT everywhere, ET nowhere
+    given = root / "imagesTr" / "BRATS_001.nii.gz"
+    predict_volumes(run, [given], tmp_path / "out", probs=True, figures=True)
+    ref = nib.load(given)
+    assert ref.shape == (20, 22, 16, 4)
+    pred = nib.load(tmp_path / "out" / "BRATS_001.nii.gz")
+    _same_geometry(pred, ref)
+    labels = np.asanyarray(pred.dataobj)
+    assert labels.shape == ref.shape[:3] and set(np.unique(labels)) == {0, 2}  # 2: tumour core, not enhancing
+    brain = np.asanyarray(ref.dataobj)[..., 0] > 0
+    assert (labels[brain] == 2).all()  # the foreground crop covers the brain; outside it, background
+    prob = np.asanyarray(nib.load(tmp_path / "out" / "BRATS_001_probabilities.nii.gz").dataobj)
+    assert prob.shape == (*ref.shape[:3], 3)
+    np.testing.assert_allclose(prob[brain], np.broadcast_to(torch.sigmoid(torch.tensor([5.0, 5.0, -5.0])).numpy(),
+                                                            prob[brain].shape), atol=1e-5)
+    assert (tmp_path / "out" / "figures" / "BRATS_001.png").is_file()
 
 
 def test_classification_writes_one_row_per_image(tmp_path, capsys):
