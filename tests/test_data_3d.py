@@ -81,7 +81,8 @@ def test_foreground_crop_and_padding_to_the_crop_size(tmp_path):
     image[5:15, 5:15, 2:8] = 40
     label = np.zeros_like(image, np.uint8)
     label[8:12, 8:12, 4:6] = 1
-    item = {"image": save(image, np.eye(4), tmp_path / "a.nii.gz"), "label": save(label, np.eye(4), tmp_path / "b.nii.gz")}
+    item = {"image": save(image, np.eye(4), tmp_path / "a.nii.gz"),
+            "label": save(label, np.eye(4), tmp_path / "b.nii.gz")}
     cfg = cfg_for("data.spacing=null").data
     assert eval_transforms(cfg)(item)["image"].shape == (1, 10, 10, 6)  # cropped to the body
     crops = train_transforms(cfg, "finetune")(item)
@@ -269,3 +270,12 @@ def test_training_never_writes_into_the_cache(fmt, btcv_root, brats_root):
     for key, value in before.items():
         assert torch.equal(cached[key], value), key
     assert len(cached["image"].applied_operations) == n_ops
+
+
+def test_extra_unlabelled_images_join_pretraining_only(brats_root):
+    cfg = cfg_for("data.format=brats", f"data.root={brats_root}", "data.in_chans=4", "data.intensity=nonzero",
+                  "data.spacing=[1,1,1]", "data.extra_unlabelled=dataset.json")
+    pre = build_train_dataset(cfg, "pretrain")
+    assert len(pre) == len(cases_for(cfg.data, "train")) + 5  # 4 labelled + 1 test image, labels unused
+    assert set(pre[len(pre) - 1][0]) == {"id", "image"} and pre[len(pre) - 1][0]["image"].shape == (4, *ROI)
+    assert len(build_train_dataset(cfg, "finetune")) == len(cases_for(cfg.data, "train"))

@@ -184,7 +184,7 @@ def test_check_or_raise_for_training_runs(task):
     cfg = load_config(CONFIG, [f"data.root={task}"])
     with pytest.raises(UserError, match="hippocampus_004.nii.gz: file not found"):
         check_or_raise(cfg)
-    (task / "imagesTr" / "hippocampus_004.nii.gz").write_bytes((SAMPLE / "imagesTr" / "hippocampus_004.nii.gz").read_bytes())
+    shutil.copy(SAMPLE / "imagesTr" / "hippocampus_004.nii.gz", task / "imagesTr")
     assert check_or_raise(cfg).ok
 
 

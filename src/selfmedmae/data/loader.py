@@ -24,9 +24,9 @@ from typing import List, Optional
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, list_data_collate
 from monai.data.utils import json_hashing
-from torch.utils.data import DistributedSampler
+from torch.utils.data import ConcatDataset, DistributedSampler
 
-from selfmedmae.data.splits import cases_for, read_datalist
+from selfmedmae.data.splits import cases_for, read_datalist, read_extra_unlabelled
 from selfmedmae.data.transforms_3d import eval_transforms, train_transforms
 from selfmedmae.errors import UserError
 
@@ -85,10 +85,21 @@ def _cache_dir(cfg) -> str:
 
 
 def build_train_dataset(cfg, mode: str = "finetune", split: str = "train"):
-    """The training dataset of ``split``: one item per volume, a list of ``num_samples`` crops each."""
+    """The training dataset of ``split``: one item per volume, a list of ``num_samples`` crops each.
+
+    Pre-training adds the images of ``data.extra_unlabelled`` (random crops, no label guidance).
+    """
     items = cases_for(cfg.data, split)
-    return make_dataset(items, train_transforms(cfg.data, mode), cfg.data, _cache_dir(cfg), cfg.data.cache_rate,
-                        copy_cache=False)
+    dataset = make_dataset(items, train_transforms(cfg.data, mode), cfg.data, _cache_dir(cfg),
+                           cfg.data.cache_rate, copy_cache=False)
+    extra = read_extra_unlabelled(cfg.data) if mode == "pretrain" else None
+    if extra is None:
+        return dataset
+    if extra.problems:
+        raise UserError("\n".join(extra.problems))
+    more = make_dataset(extra.unlabelled, train_transforms(cfg.data, mode, labelled=False), cfg.data,
+                        _cache_dir(cfg), cfg.data.cache_rate, copy_cache=False)
+    return ConcatDataset([dataset, more])
 
 
 def build_train_loader(cfg, mode: str = "finetune", *, split: str = "train", batch_size: Optional[int] = None,

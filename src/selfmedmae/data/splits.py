@@ -55,6 +55,31 @@ def read_datalist(data_cfg) -> Datalist:
     return out
 
 
+def read_extra_unlabelled(data_cfg) -> Optional[Datalist]:
+    """``data.extra_unlabelled`` (relative to ``data.root``): more images for pre-training only.
+
+    An MSD-style ``*.json`` (every image it lists: training, validation and test; labels ignored) or a
+    ``*.csv`` with ``data.image_column``. ``None`` when unset. Folders are not globbed (``._*`` junk).
+    """
+    if not data_cfg.extra_unlabelled:
+        return None
+    path = Path(data_cfg.root) / data_cfg.extra_unlabelled
+    if path.suffix == ".json":
+        from selfmedmae.data.decathlon import read_msd
+
+        out = read_msd(path.parent, path.name)
+    elif path.suffix == ".csv":
+        from selfmedmae.data.csv_folder import read_csv_folder
+
+        out = read_csv_folder(path.parent, path.name, data_cfg.image_column, None, ["unused"])
+    else:
+        return Datalist(source=str(path), problems=[f"{path}: data.extra_unlabelled must be a dataset.json-style "
+                                                    "*.json or a *.csv of image paths"])
+    out.unlabelled = [{"id": c["id"], "image": c["image"]} for c in out.cases + out.unlabelled]
+    out.cases = []
+    return out
+
+
 def _count(n: int, fraction: float) -> int:
     return 0 if fraction <= 0 else max(1, int(np.floor(n * fraction + 0.5)))
 

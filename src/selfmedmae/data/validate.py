@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from selfmedmae.data.report import DataReport
-from selfmedmae.data.splits import read_datalist, split_ids
+from selfmedmae.data.splits import read_datalist, read_extra_unlabelled, split_ids
 from selfmedmae.errors import UserError
 
 MAX_WARNINGS = 10  # printed; problems are always all printed
@@ -110,7 +110,8 @@ def check_case(item: dict, data_cfg, n_labels: Optional[int]) -> CaseFacts:
     _finite(item["label"], label, facts)
     values, counts = np.unique(label[np.isfinite(label)] if label.dtype.kind == "f" else label, return_counts=True)
     if np.any(values != np.round(values)):
-        facts.problems.append(f"{item['label']}: non-integer label values, e.g. {values[values != np.round(values)][0]}")
+        example = values[values != np.round(values)][0]
+        facts.problems.append(f"{item['label']}: non-integer label values, e.g. {example}")
     facts.label_counts.update({int(v): int(c) for v, c in zip(np.round(values), counts)})
     if n_labels is not None:
         outside = sorted(v for v in facts.label_counts if not 0 <= v < n_labels)
@@ -139,6 +140,10 @@ def check_3d(data_cfg) -> DataReport:
         splits, problems = split_ids(data_cfg, datalist)
         report.problems += problems
     items = datalist.cases + datalist.unlabelled
+    extra = read_extra_unlabelled(data_cfg)
+    if extra is not None:
+        report.problems += extra.problems
+        items += extra.unlabelled
     n_labels = len(datalist.labels) if datalist.labels else None
     with ThreadPoolExecutor(max_workers=max(1, data_cfg.num_workers)) as pool:
         facts = list(pool.map(lambda item: check_case(item, data_cfg, n_labels), items))
@@ -148,6 +153,8 @@ def check_3d(data_cfg) -> DataReport:
     good = [f for f in facts if f.shape is not None]
     report.summary.append(f"{datalist.source}: format {data_cfg.format}, {len(datalist.cases)} labelled and "
                           f"{len(datalist.unlabelled)} unlabelled case(s)")
+    if extra is not None:
+        report.summary.append(f"{extra.source}: {len(extra.unlabelled)} extra unlabelled image(s) for pre-training")
     if splits:
         report.summary.append("splits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     if good:
