@@ -3,6 +3,7 @@ fallback to the best validation line of metrics.jsonl; learning curves; errors."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,14 +82,8 @@ def test_flatten_and_best_validation_rules():
                                  {"val_dice": 0.4, "val_dice_subset": 0.3, "epoch": 2}])
     assert rec["epoch"] == 2  # the metric fine-tuning selects by: the subset mean first
     assert best_validation([{"loss": 1.0}]) == ({}, None)
-    assert unique_names([tmp / "finetune" for tmp in (tmp_path_like("x/s0"), tmp_path_like("x/s1"))]) == \
-        ["s0/finetune", "s1/finetune"]
-
-
-def tmp_path_like(p):
-    from pathlib import Path
-
-    return Path("/runs") / p
+    assert unique_names([Path("/runs/x/s0/finetune"), Path("/runs/x/s1/finetune")]) == ["s0/finetune", "s1/finetune"]
+    assert unique_names([Path("/runs/a"), Path("/runs/b")]) == ["a", "b"]
 
 
 def test_runs_without_results_exit_2(tmp_path, capsys):

@@ -117,7 +117,7 @@ def unique_names(dirs: Sequence[Path]) -> list[str]:
 
 
 def summarize(runs: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
-    """{metric: {"values": [per run or None], "mean", "std" (ddof=1, NaN for one run), "n"}}, rows in first-seen order."""
+    """{metric: {"values": [per run or None], "mean", "std" (ddof=1; NaN for one run), "n"}}, in first-seen order."""
     keys = list(dict.fromkeys(k for r in runs for k in r.metrics))
     out = {}
     for key in keys:
