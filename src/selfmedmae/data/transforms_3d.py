@@ -6,7 +6,8 @@ Follows the official SelfMedMAE ``lib/data/med_transforms.py`` (docs/official-co
   up to the first random transform): load (3D or 4D NIfTI -> channel first), orientation (RAS),
   spacing (BTCV 1.5 x 1.5 x 2.0 mm, bilinear image / nearest label), intensity, foreground crop
   (``image > 0``), padding up to the crop size, label to uint8, and (training) the candidate crop centres;
-* random suffix: ``RandCropByPosNegLabeld`` (``num_samples`` crops per volume, pos 1 / neg 1), flips
+* random suffix: ``RandCropByPosNegLabeld`` (``num_samples`` crops per volume, pos 1 / neg 1; the crops
+  are copied out of the cache at once, :class:`Detachd`), flips
   (p 0.2 per axis); fine-tuning adds ``RandRotate90d`` (p 0.2) and intensity scale / shift (0.1, p 0.1).
   Pre-training has neither, as in the official ``get_mae_pretrain_transforms``.
 
@@ -27,13 +28,11 @@ from typing import List, Sequence
 
 import torch
 from monai.transforms import (
-    Compose, CropForegroundd, DeleteItemsd, FgBgToIndicesd, EnsureTyped, Invertd, LoadImaged, NormalizeIntensityd,
-    Orientationd, RandCropByPosNegLabeld, RandFlipd, RandRotate90d, RandScaleIntensityd,
+    Compose, CropForegroundd, DeleteItemsd, EnsureTyped, FgBgToIndicesd, Invertd, LoadImaged, MapTransform,
+    NormalizeIntensityd, Orientationd, RandCropByPosNegLabeld, RandFlipd, RandRotate90d, RandScaleIntensityd,
     RandShiftIntensityd, RandSpatialCropSamplesd, ScaleIntensityRanged, ScaleIntensityRangePercentilesd,
     Spacingd, SpatialPadd,
 )
-
-from monai.transforms import MapTransform
 
 from selfmedmae.data.brats import BratsRegionsd
 
