@@ -6,9 +6,9 @@ plain dict under ``"config"``; :func:`load_run` rebuilds both, applying ``key=va
 
 Device and precision. ``run.device`` and ``run.precision`` in the saved config describe the machine the run
 was *trained* on, so they are used only when given again on the command line. Otherwise the device is
-``auto`` (the GPU when there is one) and the precision is bf16 autocast on a GPU, float32 on the CPU: most
-CPUs have no bf16 units and emulate it (about 10x slower than float32 for UNETR's 3D convolutions, measured
-on an AMD EPYC), and float32 gives the exact numbers.
+``auto`` (the GPU when there is one) and the precision (also for ``run.precision=auto``) is bf16 autocast on
+a GPU, float32 on the CPU: most CPUs have no bf16 units and emulate it (about 10x slower than float32 for
+UNETR's 3D convolutions, measured on an AMD EPYC), and float32 gives the exact numbers.
 
 Segmentation follows the official evaluation (docs/official-code-spec.md section 2.4): MONAI
 ``sliding_window_inference`` over the whole preprocessed volume with windows of ``data.roi_size``,
@@ -89,7 +89,7 @@ def _device(cfg: DictConfig, given: set) -> torch.device:
 
 
 def _precision(cfg: DictConfig, given: set, device: torch.device) -> str:
-    if "run.precision" in given:
+    if "run.precision" in given and cfg.run.precision != "auto":
         if cfg.run.precision == "fp16" and device.type != "cuda":
             raise UserError("run.precision: fp16 needs a GPU; use bf16 or fp32 on the CPU")
         return str(cfg.run.precision)
