@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(PY) -m selfmedmae.demo
+	$(PY) -m selfmedmae.demo $(DEMO)
 
 bench: install
 	$(PY) benchmarks/run_all.py

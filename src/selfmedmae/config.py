@@ -33,7 +33,7 @@ class RunConfig:
     dir: str = "runs/default"  # everything the run writes goes under this folder
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "bf16"  # bf16 | fp16 (GPU, with a grad scaler) | fp32
+    precision: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 (GPU) | fp32
     resume: bool = False  # continue from <dir>/checkpoints/last.pt
 
 
@@ -51,7 +51,7 @@ class Config:
 
 STAGES = ("pretrain", "finetune")
 TASKS = ("segmentation", "classification")
-PRECISIONS = ("bf16", "fp16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:

@@ -75,3 +75,24 @@ def broadcast_flag(flag: bool, ctx: Dist) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=ctx.device if ctx.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
     return bool(t.item() > 0)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, in key order: equal digests mean bit-identical weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def digests_across(model: torch.nn.Module, ctx: Dist) -> list[str]:
+    """Every rank's weights digest (one in a single process): DDP replicas must never drift apart."""
+    digest = weights_digest(model)
+    if not ctx.enabled:
+        return [digest]
+    out: list = [None] * ctx.world_size
+    dist.all_gather_object(out, digest)
+    return out

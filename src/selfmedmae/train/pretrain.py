@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from selfmedmae.models.checkpoint import save_model, unwrap
 from selfmedmae.models.factory import build_model, model_args
 from selfmedmae.train import common
-from selfmedmae.train.distributed import Dist, cleanup
+from selfmedmae.train.distributed import Dist, cleanup, digests_across
 from selfmedmae.train.log import Progress
 from selfmedmae.train.loop import make_loader, plan, train_epoch
 from selfmedmae.train.optim import build_optimizer
@@ -78,6 +78,10 @@ def run(cfg: DictConfig) -> int:
                 if epoch == 0 or (epoch + 1) % tcfg.vis_every == 0 or epoch + 1 == tcfg.epochs:
                     figure.save(unwrap(model), run_.dir / "figures" / f"recon_epoch_{epoch + 1:04d}.png")
         progress.close()
+        digests = digests_across(unwrap(model), ctx)
+        log.write({"kind": "end", "step": step, "epoch": tcfg.epochs - 1, "weights_sha256": digests})
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"the {ctx.world_size} replicas ended with different weights: {digests}")
         if ctx.is_main:
             enc = unwrap(model).encoder
             save_model(run_.checkpoints / "encoder.pt", "vit", {"encoder": args["encoder"]}, enc)
