@@ -23,7 +23,7 @@ demo: install
 	$(PY) -m selfmedmae.demo $(DEMO)
 
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/bench_data_3d.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

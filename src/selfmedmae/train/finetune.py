@@ -123,7 +123,7 @@ def run(cfg: DictConfig) -> int:
             raise RuntimeError(f"the {ctx.world_size} replicas ended with different weights: {digests}")
         if ctx.is_main:
             minutes = (time.perf_counter() - t_start) / 60
-            print(f"finetune done: {tcfg.epochs} epochs, final loss {loss:.4f}, best {task['metric']} "
+            print(f"finetune done: {tcfg.epochs} epochs, {'final loss ' + format(loss, '.4f') if math.isfinite(loss) else 'already complete'}, best {task['metric']} "
                   f"{best:.4f}, {minutes:.1f} min; best model {run_.checkpoints / 'best.pt'}, "
                   f"metrics in {run_.dir / 'metrics.jsonl'}")
         log.close()

@@ -86,7 +86,7 @@ def run(cfg: DictConfig) -> int:
             enc = unwrap(model).encoder
             save_model(run_.checkpoints / "encoder.pt", "vit", {"encoder": args["encoder"]}, enc)
             minutes = (time.perf_counter() - t_start) / 60
-            print(f"pretrain done: {tcfg.epochs} epochs, final loss {loss:.4f}, {minutes:.1f} min; "
+            print(f"pretrain done: {tcfg.epochs} epochs, {'final loss ' + format(loss, '.4f') if math.isfinite(loss) else 'already complete'}, {minutes:.1f} min; "
                   f"checkpoints in {run_.checkpoints}, figures in {run_.dir / 'figures'}, "
                   f"metrics in {run_.dir / 'metrics.jsonl'}")
         log.close()
