@@ -107,3 +107,19 @@ def test_torchrun_two_processes_match_one_process(task, tmp_path):
             x, y = torch.cat([x[:third], x[2 * third:]]), torch.cat([y[:third], y[2 * third:]])
         torch.testing.assert_close(y, x, rtol=1e-4, atol=1e-6, msg=key)
     assert len(records(one, "train")) == len(records(two, "train"))
+
+
+def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint(task, tmp_path):
+    cfg = tiny_config(tmp_path / "p.yaml", task)
+    run_dir = tmp_path / "run"
+    proc = cli("pretrain", str(cfg), f"run.dir={run_dir}", "train.epochs=30", "train.warmup_epochs=0",
+               "train.lr=1e12")  # an lr no model survives
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 3, out
+    line = [x for x in out.splitlines() if x.startswith("selfmedmae: error:")]
+    assert len(line) == 1 and "the loss became" in line[0] and "last good checkpoint is kept" in line[0]
+    assert "Traceback" not in out
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.exists():  # what was written before the divergence is intact and finite
+        ckpt = torch.load(last, weights_only=True)
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())

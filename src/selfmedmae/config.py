@@ -87,12 +87,19 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError(f"run.precision: {cfg.run.precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> DictConfig:
-    """Build the resolved, validated config of a run. Raises :class:`ConfigError`."""
-    cfg = OmegaConf.structured(Config)
+def _error(exc: OmegaConfBaseException, source: str | None) -> ConfigError:
+    key = getattr(exc, "full_key", None)
+    where = f"{source}: " if source else ""
+    return ConfigError(f"{where}{key + ': ' if key else ''}{str(exc).splitlines()[0]}")
+
+
+def _build(base: object, source: str | None, overrides: Sequence[str]) -> DictConfig:
+    """Schema <- ``base`` (a YAML file's node or a plain dict) <- ``key=value`` overrides, validated."""
     try:
-        if path is not None:
-            cfg = OmegaConf.merge(cfg, _read_yaml(Path(path)))
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), base)
+    except OmegaConfBaseException as exc:
+        raise _error(exc, source) from None
+    try:
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"{item}: an override must look like key=value")
@@ -101,15 +108,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
                 raise ConfigError(f"{key}: unknown config key")
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
         OmegaConf.resolve(cfg)
-    except ConfigError:
-        raise
     except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        msg = str(exc).splitlines()[0]
-        where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}{key + ': ' if key else ''}{msg}") from None
+        raise _error(exc, None) from None
     _check(cfg)
     return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Build the resolved, validated config of a run. Raises :class:`ConfigError`."""
+    base = _read_yaml(Path(path)) if path is not None else {}
+    return _build(base, str(path) if path is not None else None, overrides)
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
@@ -127,25 +135,4 @@ def config_from_dict(values: dict, overrides: Sequence[str] = (), source: str = 
     Same rules as :func:`load_config`: unknown keys and wrong types raise :class:`ConfigError` naming
     ``source`` (the file the dict came from) and the key.
     """
-    cfg = OmegaConf.structured(Config)
-    try:
-        cfg = OmegaConf.merge(cfg, values)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        raise ConfigError(f"{source}: {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
-    try:
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"{item}: an override must look like key=value")
-            key, value = item.split("=", 1)
-            if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
-                raise ConfigError(f"{key}: unknown config key")
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
-        OmegaConf.resolve(cfg)
-    except ConfigError:
-        raise
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        raise ConfigError(f"{key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
-    _check(cfg)
-    return cfg
+    return _build(values, source, overrides)

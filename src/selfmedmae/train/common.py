@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import math
+
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from selfmedmae.config import save_config, to_dict
 from selfmedmae.errors import UserError
-from selfmedmae.train.distributed import Dist, barrier, broadcast_flag, setup
+from selfmedmae.train.distributed import Dist, barrier, broadcast_flag, digests_across, setup
 from selfmedmae.train.log import MetricsLog
 from selfmedmae.train.loop import Precision, precision
 from selfmedmae.train.rng import seed_everything
@@ -118,3 +120,15 @@ def config_dict(cfg: DictConfig) -> dict:
 
 def open_log(run: Run, resume_step: Optional[int]) -> MetricsLog:
     return MetricsLog(run.dir, run.ctx.is_main, resume_step)
+
+
+def check_replicas(run: Run, model: nn.Module, log: MetricsLog, step: int) -> None:
+    """Log every rank's weights digest; replicas that drifted apart are an error, not a result."""
+    digests = digests_across(model, run.ctx)
+    log.write({"kind": "end", "step": step, "epoch": run.cfg.train.epochs - 1, "weights_sha256": digests})
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the {run.ctx.world_size} replicas ended with different weights: {digests}")
+
+
+def loss_text(loss: float) -> str:
+    return f"final loss {loss:.4f}" if math.isfinite(loss) else "already complete"

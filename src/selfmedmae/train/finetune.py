@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Subset
 from selfmedmae.models.checkpoint import atomic_save, native, unwrap
 from selfmedmae.models.factory import build_model, model_args
 from selfmedmae.train import common
-from selfmedmae.train.distributed import cleanup, digests_across
+from selfmedmae.train.distributed import cleanup
 from selfmedmae.train.init import initialise
 from selfmedmae.train.log import Progress
 from selfmedmae.train.loop import make_loader, plan, train_epoch
@@ -60,6 +60,7 @@ def run(cfg: DictConfig) -> int:
     t_start = time.perf_counter()
     run_ = common.start(cfg)
     ctx, tcfg = run_.ctx, cfg.train
+    progress = None
     try:
         task = _task(cfg)
         kind = task["kind"]
@@ -117,16 +118,15 @@ def run(cfg: DictConfig) -> int:
                 save_training_state(run_.last, kind, args, model, optimizer, run_.prec.scaler, epoch + 1, step,
                                     common.config_dict(cfg), best=best)
         progress.close()
-        digests = digests_across(unwrap(model), ctx)
-        log.write({"kind": "end", "step": step, "epoch": tcfg.epochs - 1, "weights_sha256": digests})
-        if len(set(digests)) > 1:
-            raise RuntimeError(f"the {ctx.world_size} replicas ended with different weights: {digests}")
+        common.check_replicas(run_, unwrap(model), log, step)
         if ctx.is_main:
             minutes = (time.perf_counter() - t_start) / 60
-            print(f"finetune done: {tcfg.epochs} epochs, {'final loss ' + format(loss, '.4f') if math.isfinite(loss) else 'already complete'}, best {task['metric']} "
+            print(f"finetune done: {tcfg.epochs} epochs, {common.loss_text(loss)}, best {task['metric']} "
                   f"{best:.4f}, {minutes:.1f} min; best model {run_.checkpoints / 'best.pt'}, "
                   f"metrics in {run_.dir / 'metrics.jsonl'}")
         log.close()
     finally:
+        if progress is not None:
+            progress.close()  # ends the bar's line, so an error message starts on a line of its own
         cleanup()
     return 0

@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from selfmedmae.models.checkpoint import save_model, unwrap
 from selfmedmae.models.factory import build_model, model_args
 from selfmedmae.train import common
-from selfmedmae.train.distributed import Dist, cleanup, digests_across
+from selfmedmae.train.distributed import Dist, cleanup
 from selfmedmae.train.log import Progress
 from selfmedmae.train.loop import make_loader, plan, train_epoch
 from selfmedmae.train.optim import build_optimizer
@@ -40,6 +40,7 @@ def run(cfg: DictConfig) -> int:
     t_start = time.perf_counter()
     run_ = common.start(cfg)
     ctx, tcfg = run_.ctx, cfg.train
+    progress = None
     try:
         args = model_args("mae", cfg.model, common.input_size(cfg), cfg.data.in_chans)
         model = build_model("mae", args).to(ctx.device)
@@ -78,18 +79,17 @@ def run(cfg: DictConfig) -> int:
                 if epoch == 0 or (epoch + 1) % tcfg.vis_every == 0 or epoch + 1 == tcfg.epochs:
                     figure.save(unwrap(model), run_.dir / "figures" / f"recon_epoch_{epoch + 1:04d}.png")
         progress.close()
-        digests = digests_across(unwrap(model), ctx)
-        log.write({"kind": "end", "step": step, "epoch": tcfg.epochs - 1, "weights_sha256": digests})
-        if len(set(digests)) > 1:
-            raise RuntimeError(f"the {ctx.world_size} replicas ended with different weights: {digests}")
+        common.check_replicas(run_, unwrap(model), log, step)
         if ctx.is_main:
             enc = unwrap(model).encoder
             save_model(run_.checkpoints / "encoder.pt", "vit", {"encoder": args["encoder"]}, enc)
             minutes = (time.perf_counter() - t_start) / 60
-            print(f"pretrain done: {tcfg.epochs} epochs, {'final loss ' + format(loss, '.4f') if math.isfinite(loss) else 'already complete'}, {minutes:.1f} min; "
+            print(f"pretrain done: {tcfg.epochs} epochs, {common.loss_text(loss)}, {minutes:.1f} min; "
                   f"checkpoints in {run_.checkpoints}, figures in {run_.dir / 'figures'}, "
                   f"metrics in {run_.dir / 'metrics.jsonl'}")
         log.close()
     finally:
+        if progress is not None:
+            progress.close()  # ends the bar's line, so an error message starts on a line of its own
         cleanup()
     return 0
