@@ -177,6 +177,8 @@ def _series(records: Sequence[Mapping[str, Any]], key: str | tuple[str, ...], x_
     keys = (key,) if isinstance(key, str) else key
     xs, ys = [], []
     for i, rec in enumerate(records):
+        if rec.get("kind", "train") not in ("train", "val"):
+            continue  # per-epoch means and end-of-run records would zig-zag through the step curves
         y = next((rec[k] for k in keys if _is_number(rec.get(k))), None)
         if y is not None:
             x = rec.get(x_key, rec.get("step", i))
@@ -192,7 +194,7 @@ def plot_learning_curves(runs: Sequence[Mapping[str, Any]] | Mapping[str, Sequen
     runs = dict(runs) if isinstance(runs, Mapping) else {"run": list(runs)}
     if val_keys is None:
         val_keys = sorted({k for recs in runs.values() for r in recs for k, v in r.items()
-                           if k.startswith("val") and _is_number(v)})
+                           if k.startswith("val") and "/" not in k and _is_number(v)})  # not per-label
     panels = [("training loss", "step", _LOSS_KEYS), ("learning rate", "step", ("lr",))]
     panels += [("validation", "epoch", tuple(val_keys))] if val_keys else []
     data = [[(name, key, *_series(recs, key, x_key)) for name, recs in runs.items()
