@@ -68,7 +68,7 @@ def test_every_sample_image_decodes_to_the_model_input(sample_scan):
     cfg = cfg_for(SAMPLE)
     seen = 0
     for split in ("train", "val", "test"):
-        ds = cxr.build_dataset(cfg, split, train=False)
+        ds = build_2d_dataset(cfg, split, train=False)
         for i in range(len(ds)):
             item = ds[i]
             assert item["image"].shape == (1, 224, 224) and item["image"].dtype == torch.float32
@@ -195,9 +195,9 @@ def _synthetic(tmp_path, **kw):
 def test_cache_is_shared_by_workers_and_survives_epochs(tmp_path):
     root = _synthetic(tmp_path, full_size=False)
     cfg = cfg_for(root, image_size=32, crop_size=24)
-    ds = cxr.build_dataset(cfg, "all", train=False)
+    ds = build_2d_dataset(cfg, "all", train=False)
     first = [ds[i]["image"] for i in range(len(ds))]  # fills rows in this process
-    ds2 = cxr.build_dataset(cfg, "all", train=False)
+    ds2 = build_2d_dataset(cfg, "all", train=False)
     loader = DataLoader(ds2, batch_size=8, num_workers=2)
     batches = list(loader)  # epoch 1: workers fill the shared rows
     assert ds2.cache.n_done() == len(ds2)
@@ -308,8 +308,8 @@ def csv_cfg(folder, **kw):
 def test_user_csv_with_split_column(tmp_path):
     folder = _user_csv(tmp_path)
     cfg = csv_cfg(folder, in_chans=3)
-    ds = csv_2d.build_dataset(cfg, "train")
-    assert len(ds) == 12 and len(csv_2d.build_dataset(cfg, "val")) == 6 and len(csv_2d.build_dataset(cfg, "test")) == 6
+    ds = build_2d_dataset(cfg, "train")
+    assert len(ds) == 12 and len(build_2d_dataset(cfg, "val")) == 6 and len(build_2d_dataset(cfg, "test")) == 6
     item = ds[1]
     assert item["image"].shape == (3, 48, 48) and item["id"] == "imgs/01.png"
     assert item["label"].tolist() == [1.0, 0.0]
@@ -332,7 +332,7 @@ def test_user_csv_seeded_split_keeps_groups_together(tmp_path):
 def test_user_csv_without_class_columns_is_unlabelled(tmp_path):
     folder = _user_csv(tmp_path, with_split=False)
     (folder / "plain.csv").write_text("path\n" + "".join(f"imgs/{i:02d}.png\n" for i in range(24)))
-    ds = csv_2d.build_dataset(csv_cfg(folder, csv="plain.csv", class_columns=None), "all", train=True)
+    ds = build_2d_dataset(csv_cfg(folder, csv="plain.csv", class_columns=None), "all", train=True)
     assert len(ds) == 24 and not ds.labelled
     item = ds[0]
     assert set(item) == {"image", "id"} and item["image"].shape == (1, 48, 48)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from selfmedmae.data.dataset_2d import build_2d_dataset
 from selfmedmae.data import chestxray14 as cxr
 from selfmedmae.data import csv_2d
 from selfmedmae.data.config import DataConfig
@@ -64,7 +65,7 @@ def test_missing_image(copy):
     line = only_problem(cxr.check(cfg_for(copy)), "00000100_000.png")
     assert line.startswith("00000100_000.png: listed in ") and "train_val_list.txt" in line
     with pytest.raises(UserError, match="00000100_000.png"):
-        cxr.build_dataset(cfg_for(copy), "train")
+        build_2d_dataset(cfg_for(copy), "train")
 
 
 def test_unreadable_png(copy):

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
-from selfmedmae.data.dataset_2d import Image2DDataset, Record2D, is_train, raise_if_problems, split_groups
+from selfmedmae.data.dataset_2d import Record2D, split_groups
 from selfmedmae.data.report import DataReport
 
 CXR14_LABELS = (
@@ -224,17 +224,6 @@ def _cross_list_problems(root: Path, lists, records, rep: DataReport) -> None:
     for patient in sorted({r.group for r in records["test"]} & train_patients):
         rep.problems.append(f"{test_path}: patient {patient} also has images in {LISTS['train_val']} "
                             "(the lists must be patient-disjoint)")
-
-
-def build_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
-                  cache_dir: Optional[str] = None) -> Image2DDataset:
-    """The ChestX-ray14 dataset of one split; raises UserError naming the first problem found by :func:`scan`."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    sc = scan(data_cfg)
-    raise_if_problems(sc.report)
-    return Image2DDataset(sc.splits[split], data_cfg, train=is_train(split, train),
-                          cache_dir=cache_dir)
 
 
 def check(data_cfg) -> DataReport:

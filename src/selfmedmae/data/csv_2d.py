@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
-from selfmedmae.data.dataset_2d import Image2DDataset, Record2D, is_train, raise_if_problems, split_groups
+from selfmedmae.data.dataset_2d import Record2D, raise_if_problems, split_groups
 from selfmedmae.data.report import DataReport
 
 SPLITS = ("train", "val", "test", "all")
@@ -164,17 +164,6 @@ def class_names(data_cfg) -> List[str]:
     sc = scan(data_cfg)
     raise_if_problems(sc.report)
     return sc.classes
-
-
-def build_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
-                  cache_dir: Optional[str] = None) -> Image2DDataset:
-    """The dataset of one split of the user's CSV; raises UserError naming the first problem."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    sc = scan(data_cfg)
-    raise_if_problems(sc.report)
-    return Image2DDataset(sc.splits[split], data_cfg, train=is_train(split, train),
-                          cache_dir=cache_dir)
 
 
 def check(data_cfg) -> DataReport:

@@ -175,7 +175,12 @@ def build_2d_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
     from, MAE pre-training included), else the centre crop.
     Raises :class:`UserError` naming the first problem when the data is not usable.
     """
-    return _format_module(data_cfg).build_dataset(data_cfg, split, train=train, cache_dir=cache_dir)
+    module = _format_module(data_cfg)
+    if split not in module.SPLITS:
+        raise ValueError(f"split must be one of {module.SPLITS}, got {split!r}")
+    scanned = module.scan(data_cfg)  # every format module: scan(data_cfg) -> .report, .splits
+    raise_if_problems(scanned.report)
+    return Image2DDataset(scanned.splits[split], data_cfg, train=is_train(split, train), cache_dir=cache_dir)
 
 
 def check_2d(data_cfg):
