@@ -183,6 +183,13 @@ def build_2d_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
     return Image2DDataset(scanned.splits[split], data_cfg, train=is_train(split, train), cache_dir=cache_dir)
 
 
+def split_ids_2d(data_cfg) -> Dict[str, List[str]]:
+    """{"train", "val", "test": ids}: which images fell where (one scan, no dataset or cache built)."""
+    scanned = _format_module(data_cfg).scan(data_cfg)
+    raise_if_problems(scanned.report)
+    return {name: [r.id for r in scanned.splits.get(name, [])] for name in ("train", "val", "test")}
+
+
 def check_2d(data_cfg):
     """The :class:`~selfmedmae.data.report.DataReport` of a 2D format."""
     return _format_module(data_cfg).check(data_cfg)

@@ -2,6 +2,7 @@
 the data of the training split, resume, and the closing summary line."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -76,19 +77,11 @@ def start(cfg: DictConfig) -> Run:
 
 
 def write_splits(cfg: DictConfig) -> None:
-    """Which cases fell where, for the record."""
+    """Which cases fell where, for the record (``<run.dir>/splits.json``)."""
     if cfg.data.spatial_dims == 2:
-        from selfmedmae.data.dataset_2d import build_2d_dataset
+        from selfmedmae.data.dataset_2d import split_ids_2d
 
-        import json
-
-        out = {}
-        for split in ("train", "val", "test"):
-            try:
-                out[split] = [r.id for r in build_2d_dataset(cfg.data, split).records]
-            except UserError:
-                out[split] = []
-        (Path(cfg.run.dir) / "splits.json").write_text(json.dumps(out, indent=1))
+        (Path(cfg.run.dir) / "splits.json").write_text(json.dumps(split_ids_2d(cfg.data), indent=1))
     else:
         from selfmedmae.data.splits import write_splits as write_3d
 
