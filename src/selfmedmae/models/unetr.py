@@ -67,6 +67,10 @@ class UNETR(nn.Module):
             raise ValueError(f"patch {p[0]} needs {stages - 1} skip blocks, got {self.skip_blocks}")
         self.decoder = UNETRDecoder(encoder.spatial_dims, encoder.in_chans, encoder.embed_dim, stages,
                                     feature_size, num_classes, norm_name)
+        # Channels-last convolutions: on a CPU (oneDNN) the 3D decoder's forward + backward runs ~1.35x
+        # faster this way (benchmarks/); weights and inputs must both be channels-last for that path.
+        self.memory_format = torch.channels_last_3d if encoder.spatial_dims == 3 else torch.channels_last
+        self.decoder.to(memory_format=self.memory_format)
 
     def _to_map(self, tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         # [B, 1 + L, D] -> [B, D, *grid]; tokens are in grid order with the last axis fastest
@@ -75,5 +79,6 @@ class UNETR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, *S] -> [B, num_classes, *S]
         grid = [s // p for s, p in zip(x.shape[2:], self.encoder.patch_size)]
+        x = x.contiguous(memory_format=self.memory_format)
         final, taps = self.encoder.forward_features(x, self.skip_blocks)
         return self.decoder(x, self._to_map(final, grid), [self._to_map(t, grid) for t in taps])
