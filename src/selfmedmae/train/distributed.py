@@ -84,7 +84,8 @@ def weights_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
         h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        flat = value.detach().cpu().reshape(-1)  # logical order, whatever the memory format (channels-last)
+        h.update(flat.contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
