@@ -60,3 +60,9 @@ def test_btcv_subset_is_the_headline_and_unpaired_runs_are_refused():
     assert headline(m) == ("mean Dice (8 organs)", 0.77)
     with pytest.raises(ValueError):
         compare([m, m], [m])
+
+
+def test_a_loss_inside_the_spread_and_a_single_seed_say_so():
+    c = compare([seg(0.70, 0.70), seg(0.80, 0.80)], [seg(0.72, 0.72), seg(0.79, 0.79)])
+    assert "does not beat scratch" in verdict(c) and "within the seed-to-seed spread" in verdict(c)
+    assert "One seed only" in verdict(compare([seg(0.8, 0.8)], [seg(0.7, 0.7)]))

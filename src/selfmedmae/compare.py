@@ -103,9 +103,12 @@ def verdict(c: Comparison) -> str:
                 f"(std {spread:.3f}): no clear gain ({numbers}).")
     else:
         text = f"MAE does not beat scratch here: {gap:+.3f} {c.metric} ({numbers})."
+        if noisy:
+            text += f" The gap is within the seed-to-seed spread of the difference (std {spread:.3f})."
+    if n == 1 and abs(gap) >= TIE:
+        text += " One seed only: there is no seed-to-seed spread to judge the gap by."
     if "AUC" in c.metric:
-        text += (f" Against chance ({CHANCE_AUC}): MAE {m - CHANCE_AUC:+.3f}, scratch {s - CHANCE_AUC:+.3f}"
-                 f"{'' if n > 1 else ' (one seed: no spread to judge it by)'}.")
+        text += f" Against chance ({CHANCE_AUC}): MAE {m - CHANCE_AUC:+.3f}, scratch {s - CHANCE_AUC:+.3f}."
     return text
 
 
