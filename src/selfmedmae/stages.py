@@ -39,13 +39,17 @@ def epochs_done(run_dir: str | Path) -> int:
 def check_same_settings(config: str | Path, overrides: Sequence[str], run_dir: str | Path) -> None:
     """Refuse a run folder whose saved config.yaml differs from the one the stage would run now (so a
     reused result is always the result of these settings)."""
-    from selfmedmae.config import load_config, to_dict
+    from selfmedmae.config import config_from_dict, load_config, to_dict
 
     saved_path = Path(run_dir) / "config.yaml"
     if not saved_path.is_file():
         return
     wanted = to_dict(load_config(config, [*overrides, f"run.dir={run_dir}"]))
     saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
+    try:  # a config saved before a key existed has that key's default
+        saved = to_dict(config_from_dict(saved, source=str(saved_path)))
+    except UserError:
+        pass  # keys this version does not know: compared as they are, so they show as differences
     diff = [k for k in _diff(wanted, saved) if k not in NEUTRAL]
     if diff:
         shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
@@ -76,7 +80,8 @@ def train(stage: str, config: str | Path, overrides: Sequence[str], run_dir: str
           title: str) -> Optional[float]:
     """Run ``pretrain`` / ``finetune`` until ``epochs`` are done; None when it already was."""
     check_same_settings(config, overrides, run_dir)
-    if epochs_done(run_dir) >= epochs:
+    final = Path(run_dir) / "checkpoints" / ("encoder.pt" if stage == "pretrain" else "best.pt")
+    if epochs_done(run_dir) >= epochs and final.is_file():
         print(f"=== {title}: already done ({run_dir})", flush=True)
         return None
     return cli([stage, str(config), *overrides, f"run.dir={run_dir}", *resume_overrides(run_dir)], title)
