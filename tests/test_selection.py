@@ -149,3 +149,26 @@ def test_2d_label_fraction_and_pretraining_pool(tmp_path):
     assert set(part["train"]) < set(full["train"])
     assert len(build_2d_dataset(cfg, "train")) == len(part["train"])
     assert len(build_2d_dataset(cfg, "pretrain")) == len(full["train"])  # pre-training: the whole train split
+
+
+@pytest.mark.slow
+def test_pretraining_runs_on_a_csv_of_labelled_and_unlabelled_volumes(tmp_path, capsys):
+    from train_helpers import tiny_config
+
+    task = make_msd(tmp_path / "task", n=20, size=(16, 16, 16), n_test=0, seed=5)
+    rows = ["image,label"] + [f"imagesTr/case_{i:03d}.nii.gz,labelsTr/case_{i:03d}.nii.gz" for i in range(1, 11)]
+    rows += [f"imagesTr/case_{i:03d}.nii.gz," for i in range(11, 21)]
+    (task / "mixed.csv").write_text("\n".join(rows) + "\n")
+    (task / "unlabelled.csv").write_text("\n".join(["image,label"] + rows[11:]) + "\n")  # empty label cells
+    cfg = tiny_config(tmp_path / "p.yaml", task)
+    common = ["data.format=csv", "data.labels=[background,class1,class2]", "data.test_fraction=0.2",
+              "train.epochs=1", "train.warmup_epochs=0"]
+    for csv_name, run, labelled, unlabelled in (("mixed.csv", "mixed", 6, 10), ("unlabelled.csv", "unl", 0, 10)):
+        assert main(["pretrain", str(cfg), *common, f"data.csv={csv_name}",
+                     f"run.dir={tmp_path / run}"]) == 0, capsys.readouterr().err
+        record = json.loads((tmp_path / run / "splits.json").read_text())
+        assert (len(record["pretrain_labelled"]), len(record["pretrain_unlabelled"])) == (labelled, unlabelled)
+        assert (tmp_path / run / "checkpoints" / "encoder.pt").is_file()
+    capsys.readouterr()
+    assert main(["check-data", str(cfg), *common, "data.csv=unlabelled.csv", "stage=finetune"]) == 2
+    assert "split 'train' is empty" in capsys.readouterr().err

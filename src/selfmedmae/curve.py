@@ -156,7 +156,8 @@ def write_outputs(points: Sequence[Point], out_dir: Path, command: str = "") -> 
     md = [f"# Label efficiency: test {metric} against the labelled fraction", "",
           f"Mean ± sample std over seeds; {n_test} test {'images' if 'AUC' in metric else 'cases'}; MAE and "
           "scratch share every fine-tuning setting and budget, only `init` differs.", "",
-          "| fraction | labelled cases | MAE | scratch | MAE − scratch | seeds |", "|---|---|---|---|---|---|"]
+          f"| fraction | labelled {'images' if 'AUC' in metric else 'cases'} | MAE | scratch | MAE − scratch | seeds |",
+          "|---|---|---|---|---|---|"]
     for f in sorted({r["fraction"] for r in rows}):
         by = {r["init"]: r for r in rows if r["fraction"] == f}
         m, s = by.get("mae"), by.get("scratch")

@@ -31,6 +31,9 @@ def plot_curve(rows: Sequence[dict], metric: str, n_test: int, path: str | Path)
         n_seeds = max(r["n_seeds"] for r in own)
         ax.errorbar(x, y, yerr=err, capsize=4, linewidth=1.6, markersize=6,
                     **{**STYLE[init], "label": f"{STYLE[init]['label']} ({n_seeds} seed{'s' if n_seeds > 1 else ''})"})
+    unit = "images" if "AUC" in metric else "cases"
+    if "AUC" in metric:
+        ax.axhline(0.5, color="tab:red", linestyle="--", linewidth=1, label="chance (AUC 0.5)")
     ax.set_xscale("log")
     n_by_fraction = {}
     for r in rows:
@@ -38,9 +41,8 @@ def plot_curve(rows: Sequence[dict], metric: str, n_test: int, path: str | Path)
     ax.set_xticks(fractions)
     ax.set_xticklabels([f"{f:g}\n(n={'/'.join(map(str, n_by_fraction[f]))})" for f in fractions])
     ax.minorticks_off()
-    ax.set_xlabel("fraction of the labelled training cases (n = cases fine-tuned on)")
+    ax.set_xlabel(f"fraction of the labelled training {unit} (n = {unit} fine-tuned on)")
     ax.set_ylabel(f"test {metric}")
-    unit = "images" if "AUC" in metric else "cases"
     ax.set_title(f"Label efficiency: test {metric} ({n_test} {unit}), mean ± std over seeds", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.set_xlim(min(fractions) / 1.3, max(fractions) * 1.3)
