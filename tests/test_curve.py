@@ -60,7 +60,7 @@ def test_curve_runs_end_to_end_and_writes_table_and_plot(curve, capsys):
     assert [(r["fraction"], r["init"], r["n_seeds"]) for r in summary] == [
         (0.5, "mae", 2), (0.5, "scratch", 2), (1.0, "mae", 2), (1.0, "scratch", 2)]
     md = (out / "curve.md").read_text()
-    assert "| 0.5 | 3 |" in md and "| 1 | 6 |" in md and "±" in md and "selfmedmae curve" in md
+    assert "| 0.5 | 3 | 1 |" in md and "| 1 | 6 | 1 |" in md and "±" in md and "selfmedmae curve" in md
     with Image.open(out / "curve.png") as im:
         assert im.size[0] > 300 and im.size[1] > 200 and len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 20
 
@@ -99,3 +99,15 @@ def test_bad_fractions_and_configs_are_refused_before_any_run(tmp_path, capsys):
     assert main(["curve", str(fine)]) == 2  # init: scratch and no --pretrain
     assert "curve needs `init: mae:PATH`" in capsys.readouterr().err
     assert not (tmp_path / "curve").exists() and not list(tmp_path.glob("**/last.pt"))
+
+
+def test_a_steps_budget_scales_the_epochs_of_small_fractions():
+    from selfmedmae.config import load_config
+    from selfmedmae.curve import budget_overrides
+
+    fine = load_config(None, ["stage=finetune", "train.epochs=8", "train.warmup_epochs=1", "train.eval_every=2"])
+    assert budget_overrides(fine, 0.1, "epochs", 101) == []
+    assert budget_overrides(fine, 1.0, "steps", 101) == []
+    # 10 of 101 cases kept: about 10x the epochs, so about the optimiser steps of the full set
+    assert budget_overrides(fine, 0.1, "steps", 101) == ["train.epochs=81", "train.warmup_epochs=10",
+                                                         "train.eval_every=20"]

@@ -58,7 +58,7 @@ def _curve(args: argparse.Namespace) -> int:
     from selfmedmae.curve import parse_fractions, run
 
     return run(args.config, args.overrides, fractions=parse_fractions(args.fractions), seeds=args.seeds,
-               pretrain=args.pretrain, pretrain_overrides=args.pretrain_set, out=args.out)
+               pretrain=args.pretrain, pretrain_overrides=args.pretrain_set, out=args.out, budget=args.budget)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain", default=None, metavar="CONFIG", help="pre-training config, run first if unfinished")
     p.add_argument("--pretrain-set", action="append", default=[], metavar="key=value",
                    help="an override of the pre-training config (repeatable)")
+    p.add_argument("--budget", default="epochs", choices=("epochs", "steps"),
+                   help="epochs: train.epochs for every fraction (default); steps: epochs scaled by all / kept "
+                        "labelled cases, so each fraction gets about the optimiser steps of the full set")
     p.add_argument("--out", default=None, help="output folder (default: curve/ beside CONFIG's run.dir)")
     p.set_defaults(handler=_curve)
     return parser

@@ -7,7 +7,10 @@ the label-efficiency experiment, where a user decides whether self pre-training 
 2. For each fraction and seed: fine-tuning from the MAE and from scratch with CONFIG (``key=value``
    overrides apply), identical in every setting and budget but ``init``, on a seeded subset of the
    labelled training cases (``data.label_fraction``, ``data.label_seed`` = the seed, nested across
-   fractions; ``run.seed`` = the seed); val and test stay the same.
+   fractions; ``run.seed`` = the seed); val and test stay the same. ``--budget epochs`` (default) gives
+   every fraction CONFIG's ``train.epochs``, so fewer labels also mean fewer steps; ``--budget steps``
+   scales ``train.epochs`` (and ``warmup_epochs``, ``eval_every``) by (all cases / kept cases), so every
+   fraction gets about as many optimiser steps as the full one.
 3. Each run evaluated on the test split (``selfmedmae evaluate``).
 4. ``curve.md`` / ``curve.csv`` / ``curve.json`` (mean ± sample std per fraction and init, n labelled
    cases) and ``curve.png`` (mean Dice or mean AUC against the fraction, MAE vs scratch, std error bars)
@@ -30,6 +33,7 @@ from selfmedmae.errors import UserError
 from selfmedmae.stages import evaluate, train
 
 INITS = ("mae", "scratch")
+BUDGETS = ("epochs", "steps")
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Point:
     init: str
     run_dir: Path
     n_labelled: int = 0
+    epochs: int = 0
     metrics: dict = field(default_factory=dict)
 
 
@@ -88,11 +93,41 @@ def _n_labelled(run_dir: Path) -> int:
     return len(json.loads((run_dir / "splits.json").read_text())["train"])
 
 
+def _train_pool(fine) -> int:
+    """Labelled training cases (or images) before any fraction is taken."""
+    if int(fine.data.spatial_dims) == 2:
+        from selfmedmae.data.dataset_2d import split_ids_2d
+
+        return len(split_ids_2d(fine.data)["train"])
+    from selfmedmae.data.splits import split_cases
+
+    return len(split_cases(fine.data)["train_pool"])
+
+
+def budget_overrides(fine, fraction: float, budget: str, pool: int) -> list[str]:
+    """``train.*`` overrides of one fraction: none for ``epochs``; for ``steps`` the epochs (and warm-up and
+    validation interval) scaled by pool / kept, so the optimiser steps stay about those of the full set."""
+    if budget == "epochs":
+        return []
+    from selfmedmae.data.selection import label_count
+
+    ratio = pool / max(1, label_count(pool, fraction, fine.data.max_labelled))
+    if ratio == 1:
+        return []
+    t = fine.train
+    return [f"train.epochs={max(1, round(t.epochs * ratio))}", f"train.warmup_epochs={round(t.warmup_epochs * ratio)}",
+            f"train.eval_every={max(1, round(t.eval_every * ratio))}"]
+
+
 def run(config: str, overrides: Sequence[str] = (), *, fractions: Sequence[float], seeds: int,
-        pretrain: Optional[str] = None, pretrain_overrides: Sequence[str] = (), out: Optional[str] = None) -> int:
+        pretrain: Optional[str] = None, pretrain_overrides: Sequence[str] = (), out: Optional[str] = None,
+        budget: str = "epochs") -> int:
     if seeds < 1:
         raise UserError(f"--seeds: {seeds} must be at least 1")
+    if budget not in BUDGETS:
+        raise UserError(f"--budget: {budget!r} is not one of {', '.join(BUDGETS)}")
     fine, pre, init = _prepare(config, overrides, pretrain, pretrain_overrides)
+    pool = _train_pool(fine)
     out_dir = Path(out) if out is not None else Path(fine.run.dir).parent / "curve"
     if pre is not None:
         train("pretrain", pretrain, list(pretrain_overrides), pre.run.dir, int(pre.train.epochs),
@@ -101,23 +136,25 @@ def run(config: str, overrides: Sequence[str] = (), *, fractions: Sequence[float
               for i in INITS]
     for k, p in enumerate(points, 1):
         head = f"[curve {k}/{len(points)}] fraction {p.fraction:g} seed {p.seed} {p.init}"
+        scaled = budget_overrides(fine, p.fraction, budget, pool)
         sets = [*overrides, f"init={init if p.init == 'mae' else 'scratch'}", f"data.label_fraction={p.fraction}",
-                f"data.label_seed={p.seed}", f"run.seed={p.seed}"]
-        train("finetune", config, sets, p.run_dir, int(fine.train.epochs), f"{head}: fine-tuning")
+                f"data.label_seed={p.seed}", f"run.seed={p.seed}", *scaled]
+        p.epochs = int(scaled[0].split("=")[1]) if scaled else int(fine.train.epochs)
+        train("finetune", config, sets, p.run_dir, p.epochs, f"{head}: fine-tuning")
         p.metrics = evaluate(p.run_dir, "test", f"{head}: evaluation on the test split")
         p.n_labelled = _n_labelled(p.run_dir)
         name, value = headline(p.metrics)
         print(f"{head}: {p.n_labelled} labelled cases, test {name} {value:.4f}", flush=True)
     files = write_outputs(points, out_dir, command=_command(config, overrides, fractions, seeds, pretrain,
-                                                            pretrain_overrides, out))
+                                                            pretrain_overrides, out, budget))
     print(Path(files[0]).read_text())
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 
-def _command(config, overrides, fractions, seeds, pretrain, pretrain_overrides, out) -> str:
+def _command(config, overrides, fractions, seeds, pretrain, pretrain_overrides, out, budget) -> str:
     parts = ["selfmedmae curve", str(config), *overrides, "--fractions", ",".join(f"{f:g}" for f in fractions),
-             "--seeds", str(seeds)]
+             "--seeds", str(seeds), "--budget", budget]
     if pretrain:
         parts += ["--pretrain", str(pretrain)] + [f"--pretrain-set {o}" for o in pretrain_overrides]
     return " ".join(parts + (["--out", str(out)] if out else []))
@@ -134,6 +171,7 @@ def summarize(points: Sequence[Point]) -> list[dict]:
             values = [headline(p.metrics)[1] for p in group]
             mean, std, n = mean_std(values)
             rows.append({"fraction": f, "init": init, "n_labelled": sorted({p.n_labelled for p in group}),
+                         "epochs": sorted({p.epochs for p in group}),
                          "mean": mean, "std": std, "n_seeds": n, "values": values,
                          "seeds": [p.seed for p in group]})
     return rows
@@ -156,14 +194,15 @@ def write_outputs(points: Sequence[Point], out_dir: Path, command: str = "") -> 
     md = [f"# Label efficiency: test {metric} against the labelled fraction", "",
           f"Mean ± sample std over seeds; {n_test} test {'images' if 'AUC' in metric else 'cases'}; MAE and "
           "scratch share every fine-tuning setting and budget, only `init` differs.", "",
-          f"| fraction | labelled {'images' if 'AUC' in metric else 'cases'} | MAE | scratch | MAE − scratch | seeds |",
-          "|---|---|---|---|---|---|"]
+          f"| fraction | labelled {'images' if 'AUC' in metric else 'cases'} | epochs | MAE | scratch | "
+          "MAE − scratch | seeds |", "|---|---|---|---|---|---|---|"]
     for f in sorted({r["fraction"] for r in rows}):
         by = {r["init"]: r for r in rows if r["fraction"] == f}
         m, s = by.get("mae"), by.get("scratch")
         gap = mean_std([a - b for a, b in zip(m["values"], s["values"])]) if m and s else (math.nan,) * 3
         n_lab = "/".join(str(n) for n in (m or s)["n_labelled"])
-        md.append(f"| {f:g} | {n_lab} | {pm(m['mean'], m['std']) if m else 'n/a'} | "
+        epochs = "/".join(str(n) for n in (m or s)["epochs"])
+        md.append(f"| {f:g} | {n_lab} | {epochs} | {pm(m['mean'], m['std']) if m else 'n/a'} | "
                   f"{pm(s['mean'], s['std']) if s else 'n/a'} | {_signed(gap[0], gap[1])} | "
                   f"{(m or s)['n_seeds']} |")
     if command:
@@ -172,10 +211,10 @@ def write_outputs(points: Sequence[Point], out_dir: Path, command: str = "") -> 
     paths[0].write_text("\n".join(md) + "\n")
     with open(paths[1], "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["fraction", "n_labelled", "seed", "init", "metric", "value", "run_dir"])
+        w.writerow(["fraction", "n_labelled", "epochs", "seed", "init", "metric", "value", "run_dir"])
         for p in sorted(points, key=lambda p: (p.fraction, p.init, p.seed)):
-            w.writerow([f"{p.fraction:g}", p.n_labelled, p.seed, p.init, metric, f"{headline(p.metrics)[1]:.6f}",
-                        str(p.run_dir)])
+            w.writerow([f"{p.fraction:g}", p.n_labelled, p.epochs, p.seed, p.init, metric,
+                        f"{headline(p.metrics)[1]:.6f}", str(p.run_dir)])
     paths[2].write_text(json.dumps({"metric": metric, "n_test": n_test, "command": command,
                                     "summary": [{**r, "std": r["std"] if math.isfinite(r["std"]) else None}
                                                 for r in rows]}, indent=1) + "\n")
