@@ -87,6 +87,22 @@ def _yaml(tmp_path: Path, overrides) -> Path:
     return path
 
 
+def test_a_dataset_json_unlabelled_list_joins_pretraining(tmp_path):
+    root = make_msd(tmp_path / "task", n=5, size=(12, 12, 12), n_test=1, seed=3)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["unlabelled"] = ["./imagesTs/case_006.nii.gz", {"image": "./more/x.nii.gz"}]
+    meta["test"] = []
+    (root / "dataset.json").write_text(json.dumps(meta))
+    cfg = load_config(None, ["stage=pretrain", "data.format=msd", f"data.root={root}"])
+    before = split_cases(cfg.data)
+    _, unlabelled = pretrain_cases(cfg.data)
+    assert sorted(ids(unlabelled)) == ["case_006", "x"]
+    meta["unlabelled"] = []
+    (root / "dataset.json").write_text(json.dumps(meta))
+    after = split_cases(cfg.data)
+    assert all(ids(before[s]) == ids(after[s]) for s in ("train", "val", "test"))
+
+
 def test_held_out_images_stay_out_even_when_extra_lists_them_again(tmp_path):
     root = make_msd(tmp_path / "task", n=5, size=(12, 12, 12), n_test=1, seed=3)
     cfg = load_config(None, ["stage=pretrain", "data.format=msd", f"data.root={root}",
