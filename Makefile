@@ -1,10 +1,10 @@
-# The two commands a newcomer types: `make demo` and `make test`.
+# The two commands a newcomer types: `make demo` and `make test`; `make curve` for the label-efficiency curve.
 VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv install test demo bench clean
+.PHONY: venv install test demo curve bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,14 @@ test: install
 
 demo: install
 	$(PY) -m selfmedmae.demo $(DEMO)
+
+# MAE vs scratch at 10/25/50/100 % of the labelled hippocampus training cases, 3 seeds each; resumable.
+# Reuses the demo's pre-training (runs/hippocampus/pretrain) when it is finished with the same settings.
+CURVE_FRACTIONS ?= 0.1,0.25,0.5,1.0
+CURVE_SEEDS     ?= 3
+curve: install
+	$(PY) -m selfmedmae curve configs/hippocampus/finetune.yaml --pretrain configs/hippocampus/pretrain.yaml \
+		--fractions $(CURVE_FRACTIONS) --seeds $(CURVE_SEEDS) --out runs/hippocampus/curve
 
 bench: install
 	$(PY) benchmarks/bench_data_3d.py

@@ -276,6 +276,8 @@ def test_extra_unlabelled_images_join_pretraining_only(brats_root):
     cfg = cfg_for("data.format=brats", f"data.root={brats_root}", "data.in_chans=4", "data.intensity=nonzero",
                   "data.spacing=[1,1,1]", "data.extra_unlabelled=dataset.json")
     pre = build_train_dataset(cfg, "pretrain")
-    assert len(pre) == len(cases_for(cfg.data, "train")) + 5  # 4 labelled + 1 test image, labels unused
+    # the train cases + the MSD test image; the json lists all 4 labelled cases again, but the val and test
+    # cases stay out of pre-training (data.pretrain_on=train) and an image listed twice counts once
+    assert len(pre) == len(cases_for(cfg.data, "train")) + 1
     assert set(pre[len(pre) - 1][0]) == {"id", "image"} and pre[len(pre) - 1][0]["image"].shape == (4, *ROI)
     assert len(build_train_dataset(cfg, "finetune")) == len(cases_for(cfg.data, "train"))

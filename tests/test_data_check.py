@@ -128,12 +128,14 @@ def test_nan_and_inf_voxels(task, capsys):
 def test_empty_split(task, capsys):
     split = task / "split.json"
     split.write_text(json.dumps({"train": list(CASES), "val": []}))
-    rc, text = check(task, capsys, "data.split_file=split.json")
+    rc, text = check(task, capsys, "data.split_file=split.json", "stage=finetune")
     assert rc == 2 and f"{split}: split 'val' is empty" in text
+    rc, text = check(task, capsys, "data.split_file=split.json", "stage=pretrain")  # needs no val split
+    assert rc == 0 and f"{split}: split 'val' is empty (fine-tuning needs it" in text
 
 
 def test_too_few_cases_leave_train_empty(task, capsys):
-    rc, text = check(task, capsys, "data.val_fraction=0.5", "data.test_fraction=0.5")
+    rc, text = check(task, capsys, "data.val_fraction=0.5", "data.test_fraction=0.5", "stage=finetune")
     assert rc == 2 and f"{task / 'dataset.json'} (4 labelled cases" in text and "split 'train' is empty" in text
 
 

@@ -54,6 +54,13 @@ def _report(args: argparse.Namespace) -> int:
     return run(args.runs, out=args.out, split=args.split)
 
 
+def _curve(args: argparse.Namespace) -> int:
+    from selfmedmae.curve import parse_fractions, run
+
+    return run(args.config, args.overrides, fractions=parse_fractions(args.fractions), seeds=args.seeds,
+               pretrain=args.pretrain, pretrain_overrides=args.pretrain_set, out=args.out, budget=args.budget)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfmedmae",
@@ -105,6 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: <common parent of the runs>/report)")
     p.add_argument("--split", default=None, help="use eval_<SPLIT>/metrics.json of each run (default: the newest)")
     p.set_defaults(handler=_report)
+
+    p = sub.add_parser("curve", help="label efficiency: MAE vs scratch at several fractions of the labels",
+                       description="Pre-train once (--pretrain), then fine-tune CONFIG from the MAE and from "
+                                   "scratch on each fraction of the labelled training cases and seed, evaluate "
+                                   "each on the test split, and write curve.md / .csv / .json / .png. "
+                                   "Re-running skips finished runs.")
+    p.add_argument("config", metavar="CONFIG", help="fine-tuning config (init: mae:PATH unless --pretrain)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the fine-tuning config")
+    p.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="labelled fractions (default 0.1,0.25,0.5,1.0)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per fraction and init (default 3)")
+    p.add_argument("--pretrain", default=None, metavar="CONFIG", help="pre-training config, run first if unfinished")
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="key=value",
+                   help="an override of the pre-training config (repeatable)")
+    p.add_argument("--budget", default="epochs", choices=("epochs", "steps"),
+                   help="epochs: train.epochs for every fraction (default); steps: epochs scaled by all / kept "
+                        "labelled cases, so each fraction gets about the optimiser steps of the full set")
+    p.add_argument("--out", default=None, help="output folder (default: curve/ beside CONFIG's run.dir)")
+    p.set_defaults(handler=_curve)
     return parser
 
 

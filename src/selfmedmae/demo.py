@@ -1,19 +1,28 @@
 """``make demo``: the whole method on the real data shipped in ``data/``, sized for a 2-core CPU.
 
 For each sample (MSD hippocampus MRI, 3D segmentation; ChestX-ray14 radiographs, 2D multi-label
-classification) it runs the commands a user runs: ``check-data``, ``pretrain`` (MAE), ``finetune``
-(from the MAE), ``evaluate`` on the held-out test split, and for the volumes ``predict`` on one scan.
-Everything lands under ``runs/``. A second ``make demo`` resumes from what is there.
+classification) it runs the commands a user runs: ``check-data``, ``pretrain`` (MAE), ``finetune`` from
+the MAE *and* from scratch (the same config and budget, only ``init`` differs), ``evaluate`` of both on
+the held-out test split, and for the volumes ``predict`` on one scan. It then prints MAE vs scratch
+(per-class Dice / per-label AUC and their mean, mean ± std over seeds) with a verdict computed from the
+numbers, and writes the same into ``runs/<sample>/report.md``. A second ``make demo`` reuses finished
+runs and resumes interrupted ones.
 
-    python -m selfmedmae.demo [hippocampus] [cxr14]
+    python -m selfmedmae.demo [hippocampus] [cxr14] [--seeds N]
+
+Run folders: ``runs/<sample>/pretrain``, ``finetune`` (MAE) and ``finetune_scratch`` for seed 0, and
+``finetune_seed<k>`` / ``finetune_scratch_seed<k>`` for the further seeds (``run.seed=k``).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
-from selfmedmae.cli import main as cli
+from selfmedmae.compare import compare, markdown
+from selfmedmae.errors import UserError
+from selfmedmae.stages import cli, evaluate, train
 
 DEMOS = {
     "hippocampus": dict(data="configs/_data/hippocampus.yaml", pre="configs/hippocampus/pretrain.yaml",
@@ -24,44 +33,87 @@ DEMOS = {
 }
 
 
-def _step(title: str, argv: list[str], times: list[tuple[str, float]]) -> None:
-    print(f"\n=== {title}: selfmedmae {' '.join(argv)}", flush=True)
-    t0 = time.perf_counter()
-    code = cli(argv)
-    times.append((title, time.perf_counter() - t0))
-    if code != 0:
-        raise SystemExit(f"demo stopped: '{title}' exited with code {code}")
+def run_dir(runs: str, init: str, seed: int) -> str:
+    name = "finetune" if init == "mae" else "finetune_scratch"
+    return f"{runs}/{name}" + (f"_seed{seed}" if seed else "")
 
 
-def _resume(run_dir: str) -> list[str]:
-    return ["run.resume=true"] if (Path(run_dir) / "checkpoints" / "last.pt").exists() else []
+def _newer(folder: Path, than: Path) -> bool:
+    """Whether ``folder`` holds files written after ``than`` (a prediction of this very checkpoint)."""
+    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    return bool(files) and min(p.stat().st_mtime for p in files) >= than.stat().st_mtime
 
 
-def run_demo(name: str, times: list[tuple[str, float]]) -> None:
+def _timed(times: list, title: str, seconds) -> None:
+    if seconds is not None:
+        times.append((title, seconds))
+
+
+def run_demo(name: str, seeds: int, times: list[tuple[str, float]]) -> str:
+    """Every stage of one sample; returns the comparison section (also written to report.md)."""
+    from selfmedmae.config import load_config
+
     d = DEMOS[name]
-    pre_dir, fine_dir = f"{d['runs']}/pretrain", f"{d['runs']}/finetune"
-    _step(f"{name}: check the data", ["check-data", d["data"]], times)
-    _step(f"{name}: MAE self pre-training", ["pretrain", d["pre"], *_resume(pre_dir)], times)
-    _step(f"{name}: fine-tuning from the MAE", ["finetune", d["fine"], *_resume(fine_dir)], times)
-    best = f"{fine_dir}/checkpoints/best.pt"
-    _step(f"{name}: evaluation on the test split", ["evaluate", best, "eval.split=test"], times)
-    if d["predict"]:
-        _step(f"{name}: prediction on a scan", ["predict", best, d["predict"], "--out",
-                                                f"{d['runs']}/predict", "--figures"], times)
+    fine_cfg, pre_cfg = load_config(d["fine"]), load_config(d["pre"])
+    _timed(times, f"{name}: check the data", cli(["check-data", d["data"]], f"{name}: check the data"))
+    title = f"{name}: MAE self pre-training"
+    _timed(times, title, train("pretrain", d["pre"], [], pre_cfg.run.dir, int(pre_cfg.train.epochs), title))
+    metrics: dict[str, list[dict]] = {"mae": [], "scratch": []}
+    for seed in range(seeds):
+        for init in ("mae", "scratch"):
+            sets = ([] if init == "mae" else ["init=scratch"]) + ([f"run.seed={seed}"] if seed else [])
+            where = run_dir(d["runs"], init, seed)
+            title = f"{name}: fine-tuning from {'the MAE' if init == 'mae' else 'scratch'} (seed {seed})"
+            _timed(times, title, train("finetune", d["fine"], sets, where, int(fine_cfg.train.epochs), title))
+            t0 = time.perf_counter()
+            metrics[init].append(evaluate(where, "test", f"{name}: {init} (seed {seed}) on the test split",
+                                          figures=3 if seed == 0 else 0))
+            times.append((f"{name}: evaluation of {init} (seed {seed})", time.perf_counter() - t0))
+    best = f"{run_dir(d['runs'], 'mae', 0)}/checkpoints/best.pt"
+    out = Path(d["runs"]) / "predict"
+    if d["predict"] and not _newer(out, Path(best)):
+        _timed(times, f"{name}: prediction on a scan",
+               cli(["predict", best, d["predict"], "--out", str(out), "--figures"], f"{name}: prediction on a scan"))
+    return report(name, d, compare(metrics["mae"], metrics["scratch"]), seeds)
+
+
+def report(name: str, d: dict, comparison, seeds: int) -> str:
+    """Print MAE vs scratch and write ``runs/<sample>/report.md``."""
+    runs = [run_dir(d["runs"], i, s) for s in range(seeds) for i in ("mae", "scratch")]
+    note = (f"Fine-tuning config `{d['fine']}` for both (scratch: `init=scratch`), pre-training `{d['pre']}`; "
+            f"runs: {', '.join(f'`{r}`' for r in runs)}. Reproduce: `python -m selfmedmae.demo {name} "
+            f"--seeds {seeds}`.")
+    text = markdown(comparison, f"{name}: MAE vs scratch on the test split", note)
+    path = Path(d["runs"]) / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# Demo report: {name}\n\n{text}")
+    print(f"\n{text}\nwrote {path}", flush=True)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = list(argv if argv is not None else sys.argv[1:]) or list(DEMOS)
+    parser = argparse.ArgumentParser(prog="python -m selfmedmae.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="SAMPLE", help=f"{' | '.join(DEMOS)} (default: all)")
+    parser.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds per init (default 1)")
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    names = args.names or list(DEMOS)
     unknown = [n for n in names if n not in DEMOS]
-    if unknown:
-        print(f"unknown demo {unknown[0]!r}; choose from {', '.join(DEMOS)}", file=sys.stderr)
+    if unknown or args.seeds < 1:
+        print(f"unknown demo {unknown[0]!r}; choose from {', '.join(DEMOS)}" if unknown else
+              f"--seeds: {args.seeds} must be at least 1", file=sys.stderr)
         return 2
     times: list[tuple[str, float]] = []
-    for name in names:
-        run_demo(name, times)
+    sections = []
+    try:
+        for name in names:
+            sections.append(run_demo(name, args.seeds, times))
+    except UserError as exc:
+        print(f"demo {exc}", file=sys.stderr)
+        return exc.exit_code
     print("\n=== demo done; wall times on this machine:")
     for title, seconds in times:
         print(f"  {seconds / 60:6.1f} min  {title}")
+    print("\n".join(sections))
     print("Runs, checkpoints, figures and reports are under runs/.")
     return 0
 

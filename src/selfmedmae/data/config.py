@@ -22,7 +22,13 @@ class DataConfig:
     class_columns: Optional[List[str]] = None  # csv 2D: one 0/1 column per class
     group_column: Optional[str] = None  # csv 2D: e.g. a patient id column; the seeded split keeps its groups together
     labels: Optional[List[str]] = None  # class names; None = from dataset.json / the format's own list
-    extra_unlabelled: Optional[str] = None  # pretrain: extra folder / datalist of unlabelled images
+    extra_unlabelled: Optional[str] = None  # pretrain: more unlabelled images: a folder, a glob, a *.json or *.csv
+
+    # --- which images each stage sees (selection.py) ---------------------------------------------------
+    pretrain_on: str = "train"  # train: labelled train split + every unlabelled image | all: + val and test
+    label_fraction: float = 1.0  # finetune: seeded fraction (0, 1] of the labelled train cases, nested
+    max_labelled: Optional[int] = None  # finetune: at most this many labelled train cases (after the fraction)
+    label_seed: int = 0  # which subset label_fraction / max_labelled keep
 
     # --- splits ----------------------------------------------------------------------------------------
     split_file: Optional[str] = None  # JSON {"train": [...], "val": [...], "test": [...]} of case ids / paths

@@ -154,7 +154,7 @@ class Image2DDataset(Dataset):
 
 def is_train(split: str, train: Optional[bool] = None) -> bool:
     """Random crop + flip and shuffling: as asked, else for the splits a model learns from."""
-    return split in ("train", "train_val") if train is None else bool(train)
+    return split in ("train", "train_val", "pretrain") if train is None else bool(train)
 
 
 def _format_module(data_cfg):
@@ -169,25 +169,51 @@ def _format_module(data_cfg):
 
 def build_2d_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
                      cache_dir: Optional[str] = None) -> Image2DDataset:
-    """The dataset of one split (train, val, test, train_val, all) of a 2D format (cxr14 or csv).
+    """The dataset of one split (train, val, test, train_val, all, pretrain) of a 2D format (cxr14 or csv).
 
-    ``train`` picks the random crop + flip (default: for "train" and "train_val", the splits a model learns
-    from, MAE pre-training included), else the centre crop.
-    Raises :class:`UserError` naming the first problem when the data is not usable.
+    ``train`` is fine-tuning's: the whole train split, or its seeded subset (``data.label_fraction``,
+    ``data.max_labelled``, :mod:`selfmedmae.data.selection`). ``pretrain`` is MAE pre-training's: the whole
+    train split (``data.pretrain_on=train``) or every image (``all``). ``train`` (the argument) picks the
+    random crop + flip (default: for "train", "train_val" and "pretrain", the splits a model learns from),
+    else the centre crop. Raises :class:`UserError` naming the first problem when the data is not usable.
     """
     module = _format_module(data_cfg)
-    if split not in module.SPLITS:
-        raise ValueError(f"split must be one of {module.SPLITS}, got {split!r}")
-    scanned = module.scan(data_cfg)  # every format module: scan(data_cfg) -> .report, .splits
+    if split not in module.SPLITS + ("pretrain",):
+        raise ValueError(f"split must be one of {module.SPLITS + ('pretrain',)}, got {split!r}")
+    records = select_records(module.scan(data_cfg), data_cfg)[split]
+    return Image2DDataset(records, data_cfg, train=is_train(split, train), cache_dir=cache_dir)
+
+
+def select_records(scanned, data_cfg) -> Dict[str, List[Record2D]]:
+    """The scan's splits with ``train`` = fine-tuning's subset, ``train_pool`` = the whole train split and
+    ``pretrain`` = pre-training's images. Raises :class:`UserError` on a problem of the data or settings."""
+    from selfmedmae.data.selection import label_subset, selection_problems
+
     raise_if_problems(scanned.report)
-    return Image2DDataset(scanned.splits[split], data_cfg, train=is_train(split, train), cache_dir=cache_dir)
+    problems = selection_problems(data_cfg)
+    if problems:
+        raise UserError(problems[0])
+    out = dict(scanned.splits)
+    pool = out["train"]
+    kept = set(label_subset([r.id for r in pool], data_cfg.label_fraction, data_cfg.max_labelled,
+                            data_cfg.label_seed))
+    out["train_pool"], out["train"] = pool, [r for r in pool if r.id in kept]
+    out["pretrain"] = out["all"] if str(data_cfg.pretrain_on) == "all" else pool
+    return out
 
 
 def split_ids_2d(data_cfg) -> Dict[str, List[str]]:
-    """{"train", "val", "test": ids}: which images fell where (one scan, no dataset or cache built)."""
-    scanned = _format_module(data_cfg).scan(data_cfg)
-    raise_if_problems(scanned.report)
-    return {name: [r.id for r in scanned.splits.get(name, [])] for name in ("train", "val", "test")}
+    """{"train", "val", "test": ids}: which images fell where (one scan, no dataset or cache built); with a
+    label subset also ``train_pool`` and the ``label_subset`` rule."""
+    from selfmedmae.data.selection import subset_rule
+
+    splits = select_records(_format_module(data_cfg).scan(data_cfg), data_cfg)
+    out: Dict = {name: [r.id for r in splits.get(name, [])] for name in ("train", "val", "test")}
+    rule = subset_rule(data_cfg)
+    if rule is not None:
+        out["train_pool"] = [r.id for r in splits["train_pool"]]
+        out["label_subset"] = rule
+    return out
 
 
 def check_2d(data_cfg):

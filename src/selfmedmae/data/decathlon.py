@@ -3,6 +3,8 @@
 The MSD layout (Antonelli et al., 2022) is ``TaskNN_Name/dataset.json`` + ``imagesTr/``, ``labelsTr/``,
 ``imagesTs/``; ``training`` is a list of ``{"image", "label"}`` pairs, ``test`` a list of path strings (or
 ``{"image"}`` dicts, as MONAI also accepts), an optional ``validation`` list is shaped like ``training``.
+Beyond MSD, an optional ``unlabelled`` (or ``unlabeled``) list, shaped like ``test``, names more images
+without labels; like ``test`` they serve pre-training only (:mod:`selfmedmae.data.selection`).
 Images are 3D NIfTI (one channel) or 4D with the channels on the last axis (BraTS, Prostate).
 
 File lists come from the JSON only, never from globbing: the MSD archives hold macOS ``._*`` junk files
@@ -127,7 +129,8 @@ def check_unique(items: List[dict], path: Path, problems: List[str]) -> None:
 
 
 def read_msd(root: str | os.PathLike, dataset_json: str = "dataset.json") -> Datalist:
-    """Read an MSD-style datalist. ``training`` and ``validation`` are labelled, ``test`` is not."""
+    """Read an MSD-style datalist. ``training`` and ``validation`` are labelled; ``test`` and ``unlabelled``
+    are not."""
     root = Path(root)
     path = root / dataset_json
     out = Datalist(source=str(path))
@@ -146,5 +149,7 @@ def read_msd(root: str | os.PathLike, dataset_json: str = "dataset.json") -> Dat
     out.cases = parse_items(meta, "training", path, root, True, out.problems)
     out.cases += parse_items(meta, "validation", path, root, True, out.problems)
     out.unlabelled = parse_items(meta, "test", path, root, False, out.problems)
+    for key in ("unlabelled", "unlabeled"):
+        out.unlabelled += parse_items(meta, key, path, root, False, out.problems)
     check_unique(out.cases + out.unlabelled, path, out.problems)
     return out

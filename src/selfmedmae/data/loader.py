@@ -26,7 +26,7 @@ from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, lis
 from monai.data.utils import json_hashing
 from torch.utils.data import ConcatDataset, DistributedSampler
 
-from selfmedmae.data.splits import cases_for, read_datalist, read_extra_unlabelled
+from selfmedmae.data.splits import cases_for, pretrain_cases, read_datalist
 from selfmedmae.data.transforms_3d import eval_transforms, train_transforms
 from selfmedmae.errors import UserError
 
@@ -85,21 +85,23 @@ def _cache_dir(cfg) -> str:
 
 
 def build_train_dataset(cfg, mode: str = "finetune", split: str = "train"):
-    """The training dataset of ``split``: one item per volume, a list of ``num_samples`` crops each.
+    """The training dataset: one item per volume, a list of ``num_samples`` crops each.
 
-    Pre-training adds the images of ``data.extra_unlabelled`` (random crops, no label guidance).
+    Fine-tuning: the labelled cases of ``split``. Pre-training: every image of
+    :func:`~selfmedmae.data.splits.pretrain_cases` (``split`` unused): the labelled ones with label-guided
+    crop centres, the unlabelled ones (CSV rows without a label, MSD ``test``, ``data.extra_unlabelled``)
+    with uniform random crops.
     """
-    items = cases_for(cfg.data, split)
-    dataset = make_dataset(items, train_transforms(cfg.data, mode), cfg.data, _cache_dir(cfg),
-                           cfg.data.cache_rate, copy_cache=False)
-    extra = read_extra_unlabelled(cfg.data) if mode == "pretrain" else None
-    if extra is None:
-        return dataset
-    if extra.problems:
-        raise UserError("\n".join(extra.problems))
-    more = make_dataset(extra.unlabelled, train_transforms(cfg.data, mode, labelled=False), cfg.data,
-                        _cache_dir(cfg), cfg.data.cache_rate, copy_cache=False)
-    return ConcatDataset([dataset, more])
+    if mode != "pretrain":
+        return make_dataset(cases_for(cfg.data, split), train_transforms(cfg.data, mode), cfg.data,
+                            _cache_dir(cfg), cfg.data.cache_rate, copy_cache=False)
+    labelled, unlabelled = pretrain_cases(cfg.data)
+    parts = []
+    for items, has_label in ((labelled, True), (unlabelled, False)):
+        if items:
+            parts.append(make_dataset(items, train_transforms(cfg.data, mode, labelled=has_label), cfg.data,
+                                      _cache_dir(cfg), cfg.data.cache_rate, copy_cache=False))
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
 def build_train_loader(cfg, mode: str = "finetune", *, split: str = "train", batch_size: Optional[int] = None,

@@ -14,6 +14,9 @@ MSD's own ``test`` cases carry no labels, so the labelled cases are divided here
   (the official code selected and reported on the same 12 cases).
 * ``split="all"``: every labelled case (to evaluate a model on a separate folder).
 
+Only labelled cases are split, so unlabelled images (which serve pre-training only) never move a case.
+Fine-tuning may keep a seeded subset of the train split (``data.label_fraction``, ``data.max_labelled``;
+:mod:`selfmedmae.data.selection`); pre-training's images are :func:`pretrain_cases`.
 :func:`write_splits` records which case fell where as ``<run dir>/splits.json``.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from selfmedmae.data.decathlon import Datalist, read_json, resolve
+from selfmedmae.data.selection import folder_images, label_subset, pretrain_items, selection_problems, subset_rule
 from selfmedmae.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -58,8 +62,9 @@ def read_datalist(data_cfg) -> Datalist:
 def read_extra_unlabelled(data_cfg) -> Optional[Datalist]:
     """``data.extra_unlabelled`` (relative to ``data.root``): more images for pre-training only.
 
-    An MSD-style ``*.json`` (every image it lists: training, validation and test; labels ignored) or a
-    ``*.csv`` with ``data.image_column``. ``None`` when unset. Folders are not globbed (``._*`` junk).
+    An MSD-style ``*.json`` (every image it lists: training, validation and test; labels ignored), a
+    ``*.csv`` with ``data.image_column``, a folder of volumes or a glob such as ``extra/**/*.nii.gz``
+    (hidden files such as macOS ``._*`` junk are skipped). ``None`` when unset.
     """
     if not data_cfg.extra_unlabelled:
         return None
@@ -73,8 +78,7 @@ def read_extra_unlabelled(data_cfg) -> Optional[Datalist]:
 
         out = read_csv_folder(path.parent, path.name, data_cfg.image_column, None, ["unused"])
     else:
-        return Datalist(source=str(path), problems=[f"{path}: data.extra_unlabelled must be a dataset.json-style "
-                                                    "*.json or a *.csv of image paths"])
+        return folder_images(Path(data_cfg.root), data_cfg.extra_unlabelled)
     out.unlabelled = [{"id": c["id"], "image": c["image"]} for c in out.cases + out.unlabelled]
     out.cases = []
     return out
@@ -125,9 +129,10 @@ def _from_file(data_cfg, datalist: Datalist, problems: List[str]) -> Tuple[Dict[
     return out, {s for s in SPLITS if s in obj}
 
 
-def split_ids(data_cfg, datalist: Datalist) -> Tuple[Dict[str, List[str]], List[str]]:
-    """``({"train": ids, "val": ids, "test": ids}, problems)``; problems include every empty split."""
-    problems: List[str] = []
+def split_ids(data_cfg, datalist: Datalist, require: bool = True) -> Tuple[Dict[str, List[str]], List[str]]:
+    """``({"train": ids, "val": ids, "test": ids}, problems)`` over the labelled cases; with ``require``
+    the problems include every empty split (pre-training needs none of them)."""
+    problems: List[str] = selection_problems(data_cfg)
     ids = [c["id"] for c in datalist.cases]
     required = {"train"}
     if data_cfg.split_file:
@@ -147,13 +152,15 @@ def split_ids(data_cfg, datalist: Datalist) -> Tuple[Dict[str, List[str]], List[
                 f"test_fraction={data_cfg.test_fraction})"
         required |= {s for s, f in (("val", data_cfg.val_fraction), ("test", data_cfg.test_fraction)) if f > 0}
     for name in SPLITS:
-        if name in required and not splits[name]:
+        if require and name in required and not splits[name]:
             problems.append(f"{where}: split '{name}' is empty")
     return splits, problems
 
 
 def split_cases(data_cfg, datalist: Optional[Datalist] = None) -> Dict[str, List[dict]]:
-    """``{"train", "val", "test", "all"}`` -> case dicts. Raises UserError listing every problem."""
+    """``{"train", "val", "test", "all", "train_pool"}`` -> case dicts. ``train`` is fine-tuning's subset of
+    ``train_pool`` (the whole train split unless ``data.label_fraction`` / ``data.max_labelled`` are set).
+    Raises UserError listing every problem."""
     datalist = datalist or read_datalist(data_cfg)
     ids, problems = split_ids(data_cfg, datalist)
     problems = datalist.problems + problems
@@ -161,13 +168,33 @@ def split_cases(data_cfg, datalist: Optional[Datalist] = None) -> Dict[str, List
         raise UserError("\n".join(problems))
     by_id = {c["id"]: c for c in datalist.cases}
     out = {name: [by_id[i] for i in ids[name]] for name in SPLITS}
+    out["train_pool"] = out["train"]
+    kept = label_subset(ids["train"], data_cfg.label_fraction, data_cfg.max_labelled, data_cfg.label_seed)
+    out["train"] = [by_id[i] for i in kept]
     out["all"] = list(datalist.cases)
     return out
 
 
+def pretrain_cases(data_cfg, datalist: Optional[Datalist] = None) -> Tuple[List[dict], List[dict]]:
+    """(labelled cases, unlabelled images) of pre-training (:func:`selection.pretrain_items`): no labelled
+    case is needed. Raises UserError listing every problem, or when there is no image at all."""
+    datalist = datalist or read_datalist(data_cfg)
+    extra = read_extra_unlabelled(data_cfg)
+    ids, problems = split_ids(data_cfg, datalist, require=False)
+    problems = datalist.problems + (extra.problems if extra is not None else []) + problems
+    if problems:
+        raise UserError("\n".join(problems))
+    labelled, unlabelled = pretrain_items(data_cfg, datalist, ids, extra)
+    if not labelled and not unlabelled:
+        raise UserError(f"{datalist.source}: no images for pre-training (no labelled train case, no unlabelled "
+                        "image; data.extra_unlabelled can add a folder of images)")
+    return labelled, unlabelled
+
+
 def cases_for(data_cfg, split: str) -> List[dict]:
-    """The case dicts of one split: ``train`` | ``val`` | ``test`` | ``all``."""
-    if split not in SPLITS + ("all",):
+    """The case dicts of one split: ``train`` (fine-tuning's, see :func:`split_cases`) | ``val`` | ``test`` |
+    ``all`` | ``train_pool``."""
+    if split not in SPLITS + ("all", "train_pool"):
         raise UserError(f"split: {split!r} is not one of {', '.join(SPLITS + ('all',))}")
     return split_cases(data_cfg)[split]
 
@@ -182,13 +209,32 @@ def rule_text(data_cfg) -> str:
             f"test_fraction={data_cfg.test_fraction} test, next val_fraction={data_cfg.val_fraction} val")
 
 
-def write_splits(run_dir: str | os.PathLike, data_cfg, splits: Optional[Dict[str, List[dict]]] = None) -> Path:
-    """Write ``<run_dir>/splits.json``: the rule and the case ids (and image paths) of each split."""
-    splits = splits if splits is not None else split_cases(data_cfg)
+def write_splits(run_dir: str | os.PathLike, data_cfg, splits: Optional[Dict[str, List[dict]]] = None,
+                 stage: str = "finetune") -> Path:
+    """Write ``<run_dir>/splits.json``: the rule and the case ids (and image paths) of each split.
+
+    Fine-tuning with a label subset adds ``train_pool`` (the whole train split) and ``label_subset`` (the
+    rule); ``train`` is what it trains on. Pre-training records ``pretrain_labelled`` and
+    ``pretrain_unlabelled``: every image it sees.
+    """
     record = {"rule": rule_text(data_cfg), "root": str(data_cfg.root)}
+    if stage == "pretrain":
+        labelled, unlabelled = pretrain_cases(data_cfg)
+        datalist = read_datalist(data_cfg)
+        ids, _ = split_ids(data_cfg, datalist, require=False)
+        by_id = {c["id"]: c for c in datalist.cases}
+        splits = {name: [by_id[i] for i in ids[name]] for name in SPLITS}
+        record["pretrain_on"] = str(data_cfg.pretrain_on)
+        record["pretrain_labelled"] = [c["id"] for c in labelled]
+        record["pretrain_unlabelled"] = [c["image"] for c in unlabelled]
+    splits = splits if splits is not None else split_cases(data_cfg)
     for name in SPLITS:
         record[name] = [c["id"] for c in splits.get(name, [])]
-    record["images"] = {c["id"]: c["image"] for name in SPLITS for c in splits.get(name, [])}
+    rule = subset_rule(data_cfg)
+    if stage != "pretrain" and rule is not None:
+        record["train_pool"] = [c["id"] for c in splits.get("train_pool", [])]
+        record["label_subset"] = rule
+    record["images"] = {c["id"]: c["image"] for name in SPLITS + ("train_pool",) for c in splits.get(name, [])}
     path = Path(run_dir) / "splits.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")

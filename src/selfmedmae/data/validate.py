@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from selfmedmae.data.report import DataReport
+from selfmedmae.data.selection import label_count, pretrain_items
 from selfmedmae.data.splits import read_datalist, read_extra_unlabelled, split_ids
 from selfmedmae.errors import UserError
 
@@ -126,8 +127,27 @@ def _span(values: Sequence[tuple], fmt: str) -> str:
     return ", ".join(f"{ax} {fmt.format(lo)}-{fmt.format(hi)}" for ax, lo, hi in zip("xyz", arr.min(0), arr.max(0)))
 
 
-def check_3d(data_cfg) -> DataReport:
-    """Check a 3D dataset (msd, brats, btcv, csv with spatial_dims 3)."""
+def _stage_summary(data_cfg, datalist, splits: dict, extra) -> List[str]:
+    """How many images pre-training sees and how many labelled cases fine-tuning trains on."""
+    labelled, unlabelled = pretrain_items(data_cfg, datalist, splits, extra)
+    held = "" if data_cfg.pretrain_on == "all" else "; val and test cases left out"
+    lines = [f"pre-training sees {len(labelled) + len(unlabelled)} image(s): {len(labelled)} labelled "
+             f"({'train + val + test' if data_cfg.pretrain_on == 'all' else 'train split'}) + "
+             f"{len(unlabelled)} unlabelled (data.pretrain_on={data_cfg.pretrain_on}{held})"]
+    n_train = len(splits.get("train", []))
+    keep = label_count(n_train, data_cfg.label_fraction, data_cfg.max_labelled)
+    if keep != n_train:
+        lines.append(f"fine-tuning trains on {keep} of the {n_train} labelled train case(s) (data.label_fraction="
+                     f"{float(data_cfg.label_fraction):g}, data.max_labelled={data_cfg.max_labelled}, "
+                     f"data.label_seed={data_cfg.label_seed})")
+    else:
+        lines.append(f"fine-tuning trains on {n_train} labelled train case(s)")
+    return lines
+
+
+def check_3d(data_cfg, stage: str = "finetune") -> DataReport:
+    """Check a 3D dataset (msd, brats, btcv, csv with spatial_dims 3). ``stage="pretrain"`` needs no
+    labelled case: unlabelled images alone are enough."""
     report = DataReport()
     datalist = read_datalist(data_cfg)
     report.problems += datalist.problems
@@ -138,6 +158,11 @@ def check_3d(data_cfg) -> DataReport:
     splits = {}
     if not datalist.problems:
         splits, problems = split_ids(data_cfg, datalist)
+        if stage == "pretrain":  # an empty split matters to fine-tuning only: a warning here
+            _, needed = split_ids(data_cfg, datalist, require=False)
+            report.warnings += [f"{p} (fine-tuning needs it; pre-training does not)" for p in problems
+                                if p not in needed]
+            problems = needed
         report.problems += problems
     items = datalist.cases + datalist.unlabelled
     extra = read_extra_unlabelled(data_cfg)
@@ -157,6 +182,11 @@ def check_3d(data_cfg) -> DataReport:
         report.summary.append(f"{extra.source}: {len(extra.unlabelled)} extra unlabelled image(s) for pre-training")
     if splits:
         report.summary.append("splits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+        if not report.problems:
+            report.summary += _stage_summary(data_cfg, datalist, splits, extra)
+            if stage == "pretrain" and not any(splits.values()) and not datalist.unlabelled and \
+                    not (extra is not None and extra.unlabelled):
+                report.problems.append(f"{datalist.source}: no images for pre-training")
     if good:
         report.summary.append(f"channels: {sorted({f.channels for f in good})}")
         report.summary.append(f"shape (voxels): {_span([f.shape for f in good], '{:.0f}')}")
@@ -182,7 +212,7 @@ def check(cfg) -> DataReport:
                 raise
             return DataReport(problems=[f"data.format={fmt}: the 2D data check ({module}) is not installed"])
         return checker.check(data_cfg)
-    return check_3d(data_cfg)
+    return check_3d(data_cfg, str(getattr(cfg, "stage", "finetune")) if hasattr(cfg, "data") else "finetune")
 
 
 def check_or_raise(cfg) -> DataReport:

@@ -85,14 +85,14 @@ def write_splits(cfg: DictConfig) -> None:
     else:
         from selfmedmae.data.splits import write_splits as write_3d
 
-        write_3d(cfg.run.dir, cfg.data)
+        write_3d(cfg.run.dir, cfg.data, stage=cfg.stage)
 
 
 def train_dataset(cfg: DictConfig, mode: str) -> Any:
     if cfg.data.spatial_dims == 2:
         from selfmedmae.data.dataset_2d import build_2d_dataset
 
-        return build_2d_dataset(cfg.data, "train", train=True)
+        return build_2d_dataset(cfg.data, "pretrain" if mode == "pretrain" else "train", train=True)
     from selfmedmae.data.loader import build_train_dataset
 
     return build_train_dataset(cfg, mode)

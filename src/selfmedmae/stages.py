@@ -1,0 +1,98 @@
+"""Running the CLI's stages from Python to completion, resumably: what ``make demo`` and ``selfmedmae curve``
+share. A finished run is reused, an interrupted one resumed, a fresh one started; a run folder that holds a
+run of other settings is refused, never overwritten.
+
+Each stage runs through :func:`selfmedmae.cli.main`, exactly as a user's command would.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from omegaconf import OmegaConf
+
+from selfmedmae.errors import UserError
+
+# Settings that never change a run's result: a folder run with other values of these is still reused.
+NEUTRAL = ("run.resume", "run.device", "data.num_workers", "data.cache", "data.cache_dir", "data.cache_rate",
+           "train.log_every")
+
+
+def resume_overrides(run_dir: str | Path) -> list[str]:
+    """``run.resume=true`` where the run folder has a checkpoint to continue from (the one place to change
+    when the stages learn ``run.resume=auto``)."""
+    return ["run.resume=true"] if (Path(run_dir) / "checkpoints" / "last.pt").exists() else []
+
+
+def epochs_done(run_dir: str | Path) -> int:
+    """Epochs a run has finished (its last.pt's next epoch), 0 without one."""
+    import torch
+
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return 0
+    return int(torch.load(last, map_location="cpu", weights_only=True).get("epoch", 0))
+
+
+def check_same_settings(config: str | Path, overrides: Sequence[str], run_dir: str | Path) -> None:
+    """Refuse a run folder whose saved config.yaml differs from the one the stage would run now (so a
+    reused result is always the result of these settings)."""
+    from selfmedmae.config import config_from_dict, load_config, to_dict
+
+    saved_path = Path(run_dir) / "config.yaml"
+    if not saved_path.is_file():
+        return
+    wanted = to_dict(load_config(config, [*overrides, f"run.dir={run_dir}"]))
+    saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
+    try:  # a config saved before a key existed has that key's default
+        saved = to_dict(config_from_dict(saved, source=str(saved_path)))
+    except UserError:
+        pass  # keys this version does not know: compared as they are, so they show as differences
+    diff = [k for k in _diff(wanted, saved) if k not in NEUTRAL]
+    if diff:
+        shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise UserError(f"{saved_path}: this run folder holds a run with other settings ({shown}); "
+                        "move it away or choose another output folder (nothing was changed)")
+
+
+def _diff(a: object, b: object, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in sorted(set(a) | set(b))
+                for k in _diff(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def cli(argv: Sequence[str], title: str) -> float:
+    """Run one command; its wall time in seconds. A failure stops with the command's own message above."""
+    from selfmedmae.cli import main
+
+    print(f"\n=== {title}: selfmedmae {' '.join(argv)}", flush=True)
+    t0 = time.perf_counter()
+    code = main(list(argv))
+    if code != 0:
+        raise UserError(f"stopped: '{title}' exited with code {code} (its message is above)")
+    return time.perf_counter() - t0
+
+
+def train(stage: str, config: str | Path, overrides: Sequence[str], run_dir: str | Path, epochs: int,
+          title: str) -> Optional[float]:
+    """Run ``pretrain`` / ``finetune`` until ``epochs`` are done; None when it already was."""
+    check_same_settings(config, overrides, run_dir)
+    final = Path(run_dir) / "checkpoints" / ("encoder.pt" if stage == "pretrain" else "best.pt")
+    if epochs_done(run_dir) >= epochs and final.is_file():
+        print(f"=== {title}: already done ({run_dir})", flush=True)
+        return None
+    return cli([stage, str(config), *overrides, f"run.dir={run_dir}", *resume_overrides(run_dir)], title)
+
+
+def evaluate(run_dir: str | Path, split: str, title: str, figures: int = 0) -> dict:
+    """The metrics.json of ``<run_dir>/eval_<split>``, evaluating the run's best.pt first when it is missing
+    or older than that checkpoint."""
+    run_dir = Path(run_dir)
+    out, best = run_dir / f"eval_{split}", run_dir / "checkpoints" / "best.pt"
+    metrics = out / "metrics.json"
+    if not (metrics.is_file() and best.is_file() and metrics.stat().st_mtime >= best.stat().st_mtime):
+        cli(["evaluate", str(best), f"eval.split={split}", "--out", str(out), "--figures", str(figures)], title)
+    return json.loads(metrics.read_text())
