@@ -64,8 +64,11 @@ class SeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> Any:
-        seed = mix(self.seed, self.epoch, index)
+    def __getitem__(self, index: int | tuple[int, int]) -> Any:
+        # (epoch, index) pairs come from EpochIndices: workers that live across epochs learn the epoch
+        # from the index, as their copy of this object does not see set_epoch
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+        seed = mix(self.seed, epoch, index)
         transform = getattr(self.dataset, "transform", None)
         if hasattr(transform, "set_random_state"):
             transform.set_random_state(seed=seed)  # MONAI Compose: every random transform's own generator
