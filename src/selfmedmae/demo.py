@@ -44,6 +44,29 @@ def _newer(folder: Path, than: Path) -> bool:
     return bool(files) and min(p.stat().st_mtime for p in files) >= than.stat().st_mtime
 
 
+def machine() -> str:
+    """One line: CPU model, the flags that decide bf16 vs fp32, threads, and the precision ``auto`` picks."""
+    import platform
+
+    import torch
+
+    from selfmedmae.train.loop import resolve_precision
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags] or ["none of amx/avx512/avx2"]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return (f"{model}; flags: {' '.join(wanted)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            f"run.precision=auto -> {resolve_precision('auto', device)} on {device.type}")
+
+
 def _timed(times: list, title: str, seconds) -> None:
     if seconds is not None:
         times.append((title, seconds))
@@ -104,13 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     times: list[tuple[str, float]] = []
     sections = []
+    t_start = time.perf_counter()
+    print(f"machine: {machine()}", flush=True)
     try:
         for name in names:
             sections.append(run_demo(name, args.seeds, times))
     except UserError as exc:
         print(f"demo {exc}", file=sys.stderr)
         return exc.exit_code
-    print("\n=== demo done; wall times on this machine:")
+    print(f"\n=== demo done in {(time.perf_counter() - t_start) / 60:.1f} min; wall times on this machine "
+          f"({machine()}):")
     for title, seconds in times:
         print(f"  {seconds / 60:6.1f} min  {title}")
     print("\n".join(sections))
