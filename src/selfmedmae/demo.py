@@ -16,9 +16,13 @@ Run folders: ``runs/<sample>/pretrain``, ``finetune`` (MAE) and ``finetune_scrat
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from selfmedmae.compare import compare, markdown
 from selfmedmae.errors import UserError
@@ -80,7 +84,13 @@ def run_demo(name: str, seeds: int, times: list[tuple[str, float]]) -> str:
     fine_cfg, pre_cfg = load_config(d["fine"]), load_config(d["pre"])
     _timed(times, f"{name}: check the data", cli(["check-data", d["data"]], f"{name}: check the data"))
     title = f"{name}: MAE self pre-training"
-    _timed(times, title, train("pretrain", d["pre"], [], pre_cfg.run.dir, int(pre_cfg.train.epochs), title))
+    # The first from-scratch fine-tuning needs no MAE: it runs beside the pre-training, each on one core.
+    # Small models use two cores poorly, so the pair finishes sooner than one after the other.
+    beside = _start_beside(name, d, int(fine_cfg.train.epochs)) if _cores() >= 2 else None
+    with _threads(1 if beside else None):
+        _timed(times, title, train("pretrain", d["pre"], [], pre_cfg.run.dir, int(pre_cfg.train.epochs), title))
+    if beside is not None:
+        _timed(times, beside.title + " (beside the pre-training)", beside.wait())
     metrics: dict[str, list[dict]] = {"mae": [], "scratch": []}
     for seed in range(seeds):
         for init in ("mae", "scratch"):
@@ -98,6 +108,53 @@ def run_demo(name: str, seeds: int, times: list[tuple[str, float]]) -> str:
         _timed(times, f"{name}: prediction on a scan",
                cli(["predict", best, d["predict"], "--out", str(out), "--figures"], f"{name}: prediction on a scan"))
     return report(name, d, compare(metrics["mae"], metrics["scratch"]), seeds)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _threads(n: Optional[int]):
+    """torch's intra-op threads set to ``n`` inside the block (unchanged for None)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _Beside:
+    """A stage run in a child process (one thread), its output in a log file beside the run folders."""
+
+    def __init__(self, title: str, code: str, log: Path):
+        self.title, self.log, self.t0 = title, log, time.perf_counter()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        with open(log, "w") as fh:
+            self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, env=env)
+        print(f"\n=== {title}: started beside the next stage, one core; its output goes to {log}", flush=True)
+
+    def wait(self) -> float:
+        code = self.proc.wait()
+        tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
+        print(f"=== {self.title}: " + (" / ".join(tail) if tail else "no output"), flush=True)
+        if code != 0:
+            raise UserError(f"stopped: '{self.title}' exited with code {code}; its log: {self.log}")
+        return time.perf_counter() - self.t0
+
+
+def _start_beside(name: str, d: dict, epochs: int) -> _Beside:
+    where = run_dir(d["runs"], "scratch", 0)
+    title = f"{name}: fine-tuning from scratch (seed 0)"
+    code = ("import sys; from selfmedmae.errors import UserError; from selfmedmae.stages import train\n"
+            f"try: train('finetune', {d['fine']!r}, ['init=scratch'], {where!r}, {epochs}, {title!r})\n"
+            "except UserError as e: print(f'selfmedmae: error: {e}', file=sys.stderr); sys.exit(e.exit_code)\n")
+    return _Beside(title, code, Path(f"{where}.log"))
 
 
 def report(name: str, d: dict, comparison, seeds: int) -> str:
