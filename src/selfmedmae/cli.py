@@ -38,14 +38,14 @@ def _convert(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from selfmedmae.evaluate import run
 
-    return run(args.checkpoint, args.overrides, out=args.out, figures=args.figures)
+    return run(args.checkpoint, args.overrides, out=args.out, figures=args.figures, overwrite=args.overwrite)
 
 
 def _predict(args: argparse.Namespace) -> int:
     from selfmedmae.predict import run
 
     return run(args.checkpoint, args.inputs, args.out, probs=args.probabilities, figures=args.figures,
-               overrides=args.overrides)
+               overrides=args.overrides, overwrite=args.overwrite)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.split=test data.root=/data/x")
     p.add_argument("--out", default=None, help="output folder (default: <run>/eval_<split>)")
     p.add_argument("--figures", type=int, default=3, metavar="N", help="cases drawn as overlays (default 3)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier evaluate in the output folder")
     p.set_defaults(handler=_evaluate)
 
     p = sub.add_parser("predict", help="run a fine-tuned checkpoint on new volumes or images",
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--probabilities", action="store_true", help="also write the class probabilities (4D NIfTI)")
     p.add_argument("--figures", action="store_true", help="also draw image + prediction overlays")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier predict in --out (never allowed where an input lives)")
     p.set_defaults(handler=_predict, overrides=[])
 
     p = sub.add_parser("report", help="mean ± std over several runs, and their learning curves")

@@ -44,10 +44,11 @@ def run_demo(name: str, times: list[tuple[str, float]]) -> None:
     _step(f"{name}: MAE self pre-training", ["pretrain", d["pre"], *_resume(pre_dir)], times)
     _step(f"{name}: fine-tuning from the MAE", ["finetune", d["fine"], *_resume(fine_dir)], times)
     best = f"{fine_dir}/checkpoints/best.pt"
-    _step(f"{name}: evaluation on the test split", ["evaluate", best, "eval.split=test"], times)
+    # --overwrite: a second `make demo` replaces the demo's own earlier results (never the inputs)
+    _step(f"{name}: evaluation on the test split", ["evaluate", best, "eval.split=test", "--overwrite"], times)
     if d["predict"]:
         _step(f"{name}: prediction on a scan", ["predict", best, d["predict"], "--out",
-                                                f"{d['runs']}/predict", "--figures"], times)
+                                                f"{d['runs']}/predict", "--figures", "--overwrite"], times)
 
 
 def main(argv: list[str] | None = None) -> int:
