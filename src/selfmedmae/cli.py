@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from selfmedmae.errors import UserError
+from selfmedmae.errors import Stopped, UserError
 
 CONVERT_SOURCES = ("official-mae3d", "official-unetr3d", "mae2d", "vit2d")
 
@@ -22,6 +22,10 @@ def _config_cmd(module: str, func: str) -> Callable[[argparse.Namespace], int]:
         from selfmedmae.config import load_config
 
         cfg = load_config(args.config, args.overrides)
+        if args.command == "check-data":  # the stages run the same check first thing (train/common.start)
+            from selfmedmae.config_check import validate
+
+            validate(cfg, "check-data")
         return int(getattr(import_module(module), func)(cfg) or 0)
 
     return run
@@ -122,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args)
+    except Stopped as exc:  # a stop the user asked for: not an error, but say how to continue
+        print(f"selfmedmae: {exc}", file=sys.stderr)
+        return exc.exit_code
     except UserError as exc:
         print(f"selfmedmae: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -34,7 +34,9 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 (GPU) | fp32
-    resume: bool = False  # continue from <dir>/checkpoints/last.pt
+    # false | true (continue from <dir>/checkpoints/last.pt) | auto (resume if this run has a checkpoint, else
+    # start fresh: re-queued cluster jobs). Any: OmegaConf has no bool-or-string type; config_check validates it
+    resume: Any = False
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from selfmedmae.cli import main as cli
 
@@ -34,7 +33,8 @@ def _step(title: str, argv: list[str], times: list[tuple[str, float]]) -> None:
 
 
 def _resume(run_dir: str) -> list[str]:
-    return ["run.resume=true"] if (Path(run_dir) / "checkpoints" / "last.pt").exists() else []
+    # auto: continue this demo's own run when it has a checkpoint, start it when the folder holds nothing
+    return ["run.resume=auto"]
 
 
 def run_demo(name: str, times: list[tuple[str, float]]) -> None:

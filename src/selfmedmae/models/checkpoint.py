@@ -20,17 +20,39 @@ from selfmedmae.models.factory import build_model
 FORMAT, VERSION = "selfmedmae", 1
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_failure(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return "inline_container" in text or "write" in text.lower()
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves a broken file."""
+    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves a broken file.
+
+    The file gets the mode of any new file (0644 under the usual umask; mkstemp's 0600 would hide it from
+    colleagues). A full disk or a file-size limit is a one-line error; the previous file is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a short write as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, RuntimeError) and not _write_failure(exc):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "disk full or file-size limit?"
+        raise UserError(f"{path}: cannot be written ({reason}); the previous {path.name}, if any, "
+                        f"is unchanged") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
