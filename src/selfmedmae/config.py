@@ -66,7 +66,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     try:
         node = OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+        from selfmedmae.config_check import yaml_error_text
+
+        raise ConfigError(f"{path}: not valid YAML ({yaml_error_text(exc)})") from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     bases = node.pop("_base_", None)

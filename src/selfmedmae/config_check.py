@@ -70,6 +70,15 @@ def check_heads(embed_dim: int, num_heads: int, key: str = "num_heads") -> None:
         raise _err(key, f"{num_heads} heads do not divide the width {embed_dim} (embed_dim % num_heads must be 0)")
 
 
+def yaml_error_text(exc: Exception) -> str:
+    """'line 3, column 7: mapping values are not allowed here' for a YAML error (its first line alone has no place)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [exc.__class__.__name__])[0]
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return f"{exc.__class__.__name__}: {problem}"
+
+
 # ----------------------------------------------------------------------------------------------- model
 def model_sizes(cfg: Any) -> dict[str, int]:
     from selfmedmae.models.presets import PRESETS

@@ -63,6 +63,21 @@ def _finite(path: str, array: np.ndarray, facts: CaseFacts) -> None:
             facts.problems.append(f"{path}: {bad} NaN or Inf voxel(s)")
 
 
+def _not_constant(path: str, array: np.ndarray, facts: CaseFacts) -> None:
+    """An image with one value everywhere (all zero: a failed export) has nothing to learn and breaks the
+    intensity normalisation (0 / 0)."""
+    if array.size == 0:
+        facts.problems.append(f"{path}: the volume holds no voxels")
+        return
+    flat = array.reshape(-1)
+    first = flat[0]
+    if array.dtype.kind == "f" and not np.isfinite(first):
+        return  # reported by _finite
+    if np.all(flat == first):
+        what = "every voxel is 0 (an empty or failed export?)" if first == 0 else f"every voxel is {first}"
+        facts.problems.append(f"{path}: {what}; a constant image cannot be normalised or learnt from")
+
+
 def _shape_after(img, shape: tuple, data_cfg) -> np.ndarray:
     """Approximate spatial shape after reorientation and resampling (for the crop-size warning)."""
     zooms = np.array(img.header.get_zooms()[:3], float)
@@ -89,6 +104,7 @@ def check_case(item: dict, data_cfg, n_labels: Optional[int]) -> CaseFacts:
         if facts.channels != data_cfg.in_chans:
             facts.problems.append(f"{item['image']}: {facts.channels} channel(s), data.in_chans is {data_cfg.in_chans}")
         _finite(item["image"], array, facts)
+        _not_constant(item["image"], array, facts)
         after = _shape_after(img, facts.shape, data_cfg)
         if any(a < r for a, r in zip(after, data_cfg.roi_size)):
             facts.warnings.append(f"{item['image']}: about {tuple(after.tolist())} voxels after resampling, smaller "

@@ -7,6 +7,8 @@ A native checkpoint is a dict ``{"format": "selfmedmae", "version": 1, "kind", "
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -72,6 +74,24 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
 
 
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """One whole sentence for a checkpoint torch cannot load safely (torch's own messages run to paragraphs)."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds Python objects{what} beyond tensors, numbers and strings; such objects can run code when "
+                f"unpickled, so they are never loaded. Save the weights alone (a state_dict) where the file came from")
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
+        return "the file is truncated or corrupt (an interrupted save or copy?)"
+    if isinstance(exc, (KeyError, pickle.UnpicklingError)) or "invalid load key" in text:
+        return "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+    first = text.splitlines()[0] if text.strip() else ""
+    return f"{exc.__class__.__name__}{': ' + first[:200] if first else ''}"
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load any checkpoint file safely (tensors, numbers, strings only)."""
     path = Path(path)
@@ -80,8 +100,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, code objects refused by weights_only
-        raise UserError(f"{path}: cannot be read as a weights-only checkpoint "
-                        f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise UserError(f"{path}: cannot be read as a checkpoint: {_why_unreadable(path, exc)}") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj

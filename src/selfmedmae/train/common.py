@@ -38,6 +38,7 @@ class Run:
     created: list = field(default_factory=list)  # folders this start made, deepest first
     fresh: bool = False  # decided to start afresh (not a resume): a failed start removes what it wrote
     started: bool = False  # the first optimiser step is under way: files stay, whatever happens
+    prev_sigterm: Any = None  # the SIGTERM handler before this run (restored at its end)
 
     @property
     def checkpoints(self) -> Path:
@@ -88,7 +89,7 @@ def start(cfg: DictConfig, command: str) -> Run:
     cfg.run.resume = resume
     run.fresh = ctx.is_main and not resume
     barrier(ctx)
-    _on_sigterm()
+    run.prev_sigterm = _on_sigterm()
     seed_everything(cfg.run.seed)
     return run
 
@@ -145,19 +146,25 @@ def _undo_start(run: Run) -> None:
 
 
 def release(run: Run) -> None:
+    """The run's end, however it ends: the lock goes, SIGTERM gets its earlier handler back."""
     if run.lock is not None:
         run.lock.release()
         run.lock = None
+    if run.prev_sigterm is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, run.prev_sigterm)
+        run.prev_sigterm = None
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-def _on_sigterm() -> None:
-    """SIGTERM (a scheduler's stop) ends a run like Ctrl-C: through the error path, with a message."""
+def _on_sigterm() -> Any:
+    """SIGTERM (a scheduler's stop) ends a run like Ctrl-C: through the error path, with a message.
+    Returns the previous handler (None off the main thread, where handlers cannot be set)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    return None
 
 
 def _checkpoint_text(run: Run) -> Optional[str]:
