@@ -100,10 +100,10 @@ def _claim(run: Run) -> bool:
     run.created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        run.lock = RunLock(run_dir)
-        note = run.lock.acquire()
+        lock = RunLock(run_dir)
+        note = lock.acquire()
+        run.lock = lock
     except OSError as exc:
-        run.lock = None
         raise UserError(f"run.dir {run_dir}: cannot write there ({exc.strerror or exc}); choose a writable "
                         f"folder (nothing was started)") from None
     if note:

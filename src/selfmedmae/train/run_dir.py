@@ -64,6 +64,7 @@ class RunLock:
         self.text = f"{os.getpid()} {socket.gethostname()}\n"
         self.stop = threading.Event()
         self.thread: Optional[threading.Thread] = None
+        self.held = False
 
     def acquire(self) -> Optional[str]:
         """Take the lock; returns a note when a stale lock was taken over. Raises UserError when it is live."""
@@ -84,6 +85,7 @@ class RunLock:
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(self.text)
+            self.held = True
             self.thread = threading.Thread(target=self._beat, daemon=True, name="run-lock")
             self.thread.start()
             return note
@@ -114,6 +116,9 @@ class RunLock:
 
     def release(self) -> None:
         self.stop.set()
+        if not self.held:
+            return
+        self.held = False
         try:
             if self.path.read_text() == self.text:
                 self.path.unlink()
@@ -159,6 +164,23 @@ def _saved_config(run_dir: Path) -> tuple[Optional[dict], str]:
     return None, ""
 
 
+def _checkpoints_beyond_first_epoch(run_dir: Path) -> list[str]:
+    """Checkpoints a fresh start would replace. Exempt: a best.pt of epoch 1 (fine-tuning writes it just
+    before its first last.pt: a kill between the two leaves it, and the same run writes it again)."""
+    import torch
+
+    found = []
+    for p in sorted((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else []:
+        if p.name == "best.pt":
+            try:
+                if int(torch.load(p, map_location="cpu", weights_only=True, mmap=True).get("epoch", 0)) <= 1:
+                    continue
+            except Exception:
+                pass
+        found.append(f"checkpoints/{p.name}")
+    return found
+
+
 def decide_resume(run_dir: Path, mode: Any, config: dict) -> bool:
     """True: continue from last.pt; False: a fresh run. Raises UserError, changing nothing, when refused."""
     last = run_dir / "checkpoints" / "last.pt"
@@ -172,6 +194,11 @@ def decide_resume(run_dir: Path, mode: Any, config: dict) -> bool:
         raise UserError(f"{last}: run.resume=true but there is no checkpoint to resume from")
     if mode == "auto" and not held:
         return False
+    if mode == "auto" and not last.is_file():
+        kept = _checkpoints_beyond_first_epoch(run_dir)
+        if kept:
+            raise UserError(f"{run_dir}: holds {', '.join(kept)} but no checkpoints/last.pt to resume from; "
+                            f"run.resume=auto will not start over on top of them (choose another run.dir)")
     saved, source = _saved_config(run_dir)
     if saved is None:
         raise UserError(f"{run_dir}: holds {', '.join(held)} but no saved config of its run; run.resume=auto "
