@@ -7,7 +7,6 @@ A native checkpoint is a dict ``{"format": "selfmedmae", "version": 1, "kind", "
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -84,12 +83,11 @@ def _why_unreadable(path: Path, exc: Exception) -> str:
                 f"unpickled, so they are never loaded. Save the weights alone (a state_dict) where the file came from")
     if path.stat().st_size == 0:
         return "the file is empty"
-    if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
+    with open(path, "rb") as fh:
+        zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's format since 1.6
+    if zipped or isinstance(exc, EOFError) or "truncated" in text:
         return "the file is truncated or corrupt (an interrupted save or copy?)"
-    if isinstance(exc, (KeyError, pickle.UnpicklingError)) or "invalid load key" in text:
-        return "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
-    first = text.splitlines()[0] if text.strip() else ""
-    return f"{exc.__class__.__name__}{': ' + first[:200] if first else ''}"
+    return "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle of tensors)"
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
