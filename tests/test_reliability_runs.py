@@ -60,7 +60,7 @@ def finished(cfgs, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("change", [["model.mask_ratio=0.5"], ["model.preset=vit_micro"], ["train.epochs=3"],
-                                    ["run.seed=1"]])
+                                    ["run.seed=1"]], ids=["mask_ratio", "preset", "epochs", "seed"])
 def test_resume_with_a_setting_that_changes_the_result_is_refused_and_writes_nothing(finished, cfgs, capsys,
                                                                                      change):
     before = snapshot(finished)

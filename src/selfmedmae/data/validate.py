@@ -50,10 +50,32 @@ def _read(path: str, facts: CaseFacts):
         return None, None
     try:
         img = nib.load(path)
+        too_big = _size_problem(path, img)
+        if too_big:
+            facts.problems.append(too_big)
+            return None, None
         return img, np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel, gzip, zlib and OS errors all mean "cannot be read"
-        facts.problems.append(f"{path}: unreadable ({exc.__class__.__name__}: {str(exc)[:120]})")
+        text = " ".join(str(exc).split())[:160]  # one line: nibabel's messages run over several
+        facts.problems.append(f"{path}: unreadable ({exc.__class__.__name__}: {text})")
         return None, None
+
+
+MAX_VOXELS = 2 ** 30  # beyond any scan this tool trains on; a damaged header would allocate gigabytes first
+
+
+def _size_problem(path: str, img) -> Optional[str]:
+    """A header that declares more voxels than the file can hold: found before allocating the array."""
+    shape = [int(s) for s in img.shape]
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    if voxels > MAX_VOXELS:
+        return f"{path}: header declares {'x'.join(map(str, shape))} voxels, over {MAX_VOXELS:,}; a damaged header?"
+    if not path.endswith(".gz"):
+        need = int(img.header.get_data_offset()) + voxels * np.dtype(img.get_data_dtype()).itemsize
+        have = Path(path).stat().st_size
+        if have < need:
+            return f"{path}: truncated: the header declares {need:,} bytes, the file holds {have:,}"
+    return None
 
 
 def _finite(path: str, array: np.ndarray, facts: CaseFacts) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import threading
@@ -118,9 +119,18 @@ def _claim(run: Run) -> bool:
     elif resume:
         print(f"resuming from {run.last}")
     run.checkpoints.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    for tmp in run.checkpoints.glob(".*.tmp"):  # half-written saves of a killed process (we hold the lock)
+        tmp.unlink(missing_ok=True)
+    _save_config_atomic(cfg, run_dir / "config.yaml")
     write_splits(cfg)
     return resume
+
+
+def _save_config_atomic(cfg: DictConfig, path: Path) -> None:
+    """config.yaml through a temporary file: a kill mid-write never leaves half a config (auto compares it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_config(cfg, tmp)
+    os.replace(tmp, path)
 
 
 def _remove_run_files(run_dir: Path, cfg: DictConfig) -> None:
