@@ -87,6 +87,8 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError(f"stage: {cfg.stage!r} is not one of {', '.join(STAGES)}")
     if cfg.task not in TASKS:
         raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}")
+    if cfg.run.resume not in (True, False, "auto"):
+        raise ConfigError(f"run.resume: {cfg.run.resume!r} is not one of true, false, auto")
     if cfg.run.precision not in PRECISIONS:
         raise ConfigError(f"run.precision: {cfg.run.precision!r} is not one of {', '.join(PRECISIONS)}")
 
