@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv install test demo curve bench clean
+.PHONY: venv install test demo curve bench soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ curve: install
 
 bench: install
 	$(PY) benchmarks/bench_data_3d.py
+
+# kill -9 small runs at random moments, resume each time, compare with an uninterrupted run (minutes)
+soak: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -49,7 +49,7 @@ class _Evil:
 def test_pickled_code_is_never_loaded(tmp_path):
     path, marker = tmp_path / "evil.pt", tmp_path / "code-ran"
     torch.save({"format": "selfmedmae", "obj": _Evil(str(marker))}, path)
-    with pytest.raises(UserError, match="evil.pt: cannot be read as a weights-only checkpoint"):
+    with pytest.raises(UserError, match="evil.pt: cannot be read as a checkpoint: it holds Python objects"):
         load_model(path)
     assert not marker.exists()
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from selfmedmae.errors import UserError
+from selfmedmae.errors import Stopped, UserError
 
 CONVERT_SOURCES = ("official-mae3d", "official-unetr3d", "mae2d", "vit2d")
 
@@ -22,6 +22,10 @@ def _config_cmd(module: str, func: str) -> Callable[[argparse.Namespace], int]:
         from selfmedmae.config import load_config
 
         cfg = load_config(args.config, args.overrides)
+        if args.command == "check-data":  # the stages run the same check first thing (train/common.start)
+            from selfmedmae.config_check import validate
+
+            validate(cfg, "check-data")
         return int(getattr(import_module(module), func)(cfg) or 0)
 
     return run
@@ -38,14 +42,14 @@ def _convert(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from selfmedmae.evaluate import run
 
-    return run(args.checkpoint, args.overrides, out=args.out, figures=args.figures)
+    return run(args.checkpoint, args.overrides, out=args.out, figures=args.figures, overwrite=args.overwrite)
 
 
 def _predict(args: argparse.Namespace) -> int:
     from selfmedmae.predict import run
 
     return run(args.checkpoint, args.inputs, args.out, probs=args.probabilities, figures=args.figures,
-               overrides=args.overrides)
+               overrides=args.overrides, overwrite=args.overwrite)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -93,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.split=test data.root=/data/x")
     p.add_argument("--out", default=None, help="output folder (default: <run>/eval_<split>)")
     p.add_argument("--figures", type=int, default=3, metavar="N", help="cases drawn as overlays (default 3)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier evaluate in the output folder")
     p.set_defaults(handler=_evaluate)
 
     p = sub.add_parser("predict", help="run a fine-tuned checkpoint on new volumes or images",
@@ -105,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--probabilities", action="store_true", help="also write the class probabilities (4D NIfTI)")
     p.add_argument("--figures", action="store_true", help="also draw image + prediction overlays")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier predict in --out (never allowed where an input lives)")
     p.set_defaults(handler=_predict, overrides=[])
 
     p = sub.add_parser("report", help="mean ± std over several runs, and their learning curves")
@@ -143,12 +151,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args)
+    except Stopped as exc:  # a stop the user asked for: not an error, but say how to continue
+        print(f"selfmedmae: {exc}", file=sys.stderr)
+        return exc.exit_code
     except UserError as exc:
         print(f"selfmedmae: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("selfmedmae: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `selfmedmae report ... | head`: the reader has all it wanted
+        _silence_stdout()
+        return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -34,7 +34,9 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 (GPU) | fp32
-    resume: bool = False  # continue from <dir>/checkpoints/last.pt
+    # false | true (continue from <dir>/checkpoints/last.pt) | auto (resume if this run has a checkpoint, else
+    # start fresh: re-queued cluster jobs). Any: OmegaConf has no bool-or-string type; config_check validates it
+    resume: Any = False
 
 
 @dataclass
@@ -64,7 +66,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     try:
         node = OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+        from selfmedmae.config_check import yaml_error_text
+
+        raise ConfigError(f"{path}: not valid YAML ({yaml_error_text(exc)})") from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     bases = node.pop("_base_", None)
@@ -83,6 +87,8 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError(f"stage: {cfg.stage!r} is not one of {', '.join(STAGES)}")
     if cfg.task not in TASKS:
         raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}")
+    if cfg.run.resume not in (True, False, "auto"):
+        raise ConfigError(f"run.resume: {cfg.run.resume!r} is not one of true, false, auto")
     if cfg.run.precision not in PRECISIONS:
         raise ConfigError(f"run.precision: {cfg.run.precision!r} is not one of {', '.join(PRECISIONS)}")
 

@@ -5,3 +5,16 @@ class UserError(Exception):
     """Bad input (a file, a config key, a checkpoint). The message names the file or key and the problem."""
 
     exit_code = 2
+
+
+class Stopped(UserError):
+    """A run stopped on request (SIGINT / SIGTERM); the message says how to continue it."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler of a training run (a BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` swallows it)."""

@@ -42,16 +42,25 @@ SUBSET_NAME = "8 organs"  # the BTCV subset the paper reports (TransUNet protoco
 
 
 def run(checkpoint: str | os.PathLike, overrides: Sequence[str] = (), out: Optional[str | os.PathLike] = None,
-        figures: int = 3) -> int:
-    """Evaluate a checkpoint on ``eval.split``; write metrics.json / metrics.md / figures, print the table."""
+        figures: int = 3, overwrite: bool = False) -> int:
+    """Evaluate a checkpoint on ``eval.split``; write metrics.json / metrics.md / figures, print the table.
+
+    The output folder is checked first (:mod:`selfmedmae.outputs`): an earlier evaluation there is replaced
+    only with ``overwrite``, and an unwritable folder is refused before any case is computed."""
+    from selfmedmae.outputs import prepare
+
     loaded = load_run(checkpoint, overrides)
     split = str(loaded.cfg.eval.split)
     out_dir = Path(out) if out is not None else loaded.run_dir / f"eval_{split}"
-    if loaded.task == "segmentation":
-        metrics = evaluate_segmentation(loaded, split, out_dir, figures)
-    else:
-        metrics = evaluate_classification(loaded, split, out_dir)
-    text = write_metrics(metrics, out_dir)
+    target = prepare(out_dir, [checkpoint], overwrite, protected=[loaded.cfg.data.root])
+    try:
+        if loaded.task == "segmentation":
+            metrics = evaluate_segmentation(loaded, split, out_dir, figures)
+        else:
+            metrics = evaluate_classification(loaded, split, out_dir)
+        text = write_metrics(metrics, out_dir)
+    finally:
+        target.finish()
     print(text, end="")
     print(f"\nwrote {out_dir / 'metrics.json'}, {out_dir / 'metrics.md'} and {out_dir / 'figures'}")
     return 0

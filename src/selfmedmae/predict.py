@@ -50,18 +50,25 @@ def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def run(checkpoint: str | os.PathLike, inputs: Sequence[str], out: str | os.PathLike, probs: bool = False,
-        figures: bool = False, overrides: Sequence[str] = ()) -> int:
-    """Predict every input; returns 0. Bad inputs raise UserError before any inference."""
+        figures: bool = False, overrides: Sequence[str] = (), overwrite: bool = False) -> int:
+    """Predict every input; returns 0. Bad inputs and a bad ``out`` raise UserError before any inference."""
+    from selfmedmae.outputs import prepare
+
     inputs, more = split_overrides(inputs)
     loaded = load_run(checkpoint, list(overrides) + more)
     files = collect(inputs, volumes=loaded.task == "segmentation")
-    out = Path(out)
-    if loaded.task == "segmentation":
-        predict_volumes(loaded, files, out, probs, figures)
-    else:
-        if probs or figures:
-            print("note: --probabilities / --figures apply to segmentation; the CSV holds the probabilities")
-        predict_images(loaded, files, out)
+    # never where an input lives (outputs take the input names), never over earlier results unasked
+    target = prepare(out, [*inputs, *files, checkpoint], overwrite)
+    out = target.path
+    try:
+        if loaded.task == "segmentation":
+            predict_volumes(loaded, files, out, probs, figures)
+        else:
+            if probs or figures:
+                print("note: --probabilities / --figures apply to segmentation; the CSV holds the probabilities")
+            predict_images(loaded, files, out)
+    finally:
+        target.finish()
     return 0
 
 

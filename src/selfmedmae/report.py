@@ -93,6 +93,11 @@ def read_run(run_dir: str | os.PathLike, split: Optional[str] = None) -> RunResu
         if not metrics:
             raise UserError(f"{path}: holds no segmentation or classification metrics")
         return RunResult(run_dir.name, run_dir, str(path.relative_to(run_dir)), data.get("split"), metrics)
+    if split and split != "val":  # the validation lines of metrics.jsonl are the val split, nothing else
+        have = sorted(p.parent.name[len("eval_"):] for p in run_dir.glob("eval_*/metrics.json"))
+        raise UserError(f"{run_dir}: no eval_{split}/metrics.json for --split {split} (evaluated splits here: "
+                        f"{', '.join(have) or 'none'}; run `selfmedmae evaluate {run_dir}/checkpoints/best.pt "
+                        f"eval.split={split}` first)")
     log = run_dir / "metrics.jsonl"
     if log.is_file():
         from selfmedmae.figures import read_jsonl

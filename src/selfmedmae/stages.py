@@ -21,9 +21,9 @@ NEUTRAL = ("run.resume", "run.device", "data.num_workers", "data.cache", "data.c
 
 
 def resume_overrides(run_dir: str | Path) -> list[str]:
-    """``run.resume=true`` where the run folder has a checkpoint to continue from (the one place to change
-    when the stages learn ``run.resume=auto``)."""
-    return ["run.resume=true"] if (Path(run_dir) / "checkpoints" / "last.pt").exists() else []
+    """``run.resume=auto``: continue the run the folder holds (its settings were checked to be these), or
+    start afresh where it holds none, e.g. after a kill before the first checkpoint."""
+    return ["run.resume=auto"]
 
 
 def epochs_done(run_dir: str | Path) -> int:

@@ -30,12 +30,25 @@ def inspect_image(path: str) -> Tuple[Optional[str], Optional[str]]:
 def inspect_images(paths: List[str], report: DataReport, threads: int = 8) -> Counter:
     """Verify every file (threads: mostly I/O); problems into ``report``; returns a Counter of modes/sizes."""
     seen: Counter = Counter()
+    deep, colour = [], []
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for desc, problem in pool.map(inspect_image, paths):
+        for path, (desc, problem) in zip(paths, pool.map(inspect_image, paths)):
             if problem:
                 report.problems.append(problem)
-            else:
-                seen[desc] += 1
+                continue
+            seen[desc] += 1
+            mode = desc.split()[0]
+            if mode.startswith("I"):
+                deep.append(path)
+            elif mode not in ("L", "1"):
+                colour.append((path, mode))
+    if deep:
+        report.warnings.append(f"{len(deep)} image(s) have 16-bit grey levels (e.g. {deep[0]}): they are "
+                               f"histogram-equalised at their full depth, then stored as 8-bit")
+    if colour:
+        modes = sorted({m for _, m in colour})
+        report.warnings.append(f"{len(colour)} image(s) are colour ({', '.join(modes)}; e.g. {colour[0][0]}): they "
+                               f"are converted to grey (ITU-R 601 luma; exact for R=G=B), the model sees grey")
     return seen
 
 

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from selfmedmae.data.transforms_2d import crop_transform, preprocess
 from selfmedmae.errors import UserError
 
-CACHE_VERSION = 1  # bump when preprocess() changes, so old disk caches are not reused
+CACHE_VERSION = 2  # 2: 16-bit files equalised at full depth. Bump when preprocess() changes, so old disk caches are not reused
 
 
 @dataclass(frozen=True)

@@ -78,11 +78,49 @@ def load_grey(path: Source) -> np.ndarray:
         return to_grey_uint8(img)
 
 
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def load_levels(path: Source) -> np.ndarray:
+    """The file's grey levels at full precision: int64 [H, W] for 16-bit (and 32-bit integer) images, whose
+    range is often 12 bits (0..4095, radiographs); uint8 [H, W] for everything else (:func:`to_grey_uint8`)."""
+    with Image.open(path) as img:
+        if img.mode in HIGH_DEPTH_MODES:
+            levels = np.asarray(img, dtype=np.int64)
+            if levels.max(initial=0) > 255 or img.mode.startswith("I;16"):
+                return np.clip(levels, 0, 65535)
+        return to_grey_uint8(img)
+
+
+def equalize_levels(levels: np.ndarray) -> np.ndarray:
+    """Histogram equalisation of integer levels (any depth up to 16 bits) straight to 8 bits: the CDF mapping
+    of :func:`equalize_hist` over every level of the file, so a 12-bit radiograph keeps its 4096 levels of
+    contrast until the last step (scaling to 8 bits first would leave 16 of them)."""
+    hist = np.bincount(levels.ravel())
+    cdf = np.cumsum(hist)
+    cdf_min = cdf[np.flatnonzero(hist)[0]]
+    if levels.size == cdf_min:  # one level only
+        return np.zeros(levels.shape, np.uint8)
+    lut = np.clip(np.round((cdf - cdf_min) / float(levels.size - cdf_min) * 255.0), 0, 255).astype(np.uint8)
+    return lut[levels]
+
+
+def stretch_levels(levels: np.ndarray) -> np.ndarray:
+    """Without equalisation: the file's own range (min..max, not 0..65535) linearly onto 0..255."""
+    lo, hi = int(levels.min()), int(levels.max())
+    if hi == lo:
+        return np.zeros(levels.shape, np.uint8)
+    return np.round((levels - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
 def preprocess(path: Source, image_size: int, hist_eq: bool = True) -> np.ndarray:
-    """The deterministic half: file -> uint8 [image_size, image_size]. Equalised at full resolution."""
-    img = load_grey(path)
-    if hist_eq:
-        img = equalize_hist(img)
+    """The deterministic half: file -> uint8 [image_size, image_size]. Equalised at full resolution and, for
+    16-bit files, at full depth (``check-data`` notes such files)."""
+    levels = load_levels(path)
+    if levels.dtype != np.uint8:
+        img = equalize_levels(levels) if hist_eq else stretch_levels(levels)
+    else:
+        img = equalize_hist(levels) if hist_eq else levels
     return resize_square(img, image_size)
 
 

@@ -51,10 +51,32 @@ def _read(path: str, facts: CaseFacts):
         return None, None
     try:
         img = nib.load(path)
+        too_big = _size_problem(path, img)
+        if too_big:
+            facts.problems.append(too_big)
+            return None, None
         return img, np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel, gzip, zlib and OS errors all mean "cannot be read"
-        facts.problems.append(f"{path}: unreadable ({exc.__class__.__name__}: {str(exc)[:120]})")
+        text = " ".join(str(exc).split())[:160]  # one line: nibabel's messages run over several
+        facts.problems.append(f"{path}: unreadable ({exc.__class__.__name__}: {text})")
         return None, None
+
+
+MAX_VOXELS = 2 ** 30  # beyond any scan this tool trains on; a damaged header would allocate gigabytes first
+
+
+def _size_problem(path: str, img) -> Optional[str]:
+    """A header that declares more voxels than the file can hold: found before allocating the array."""
+    shape = [int(s) for s in img.shape]
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    if voxels > MAX_VOXELS:
+        return f"{path}: header declares {'x'.join(map(str, shape))} voxels, over {MAX_VOXELS:,}; a damaged header?"
+    if not path.endswith(".gz"):
+        need = int(img.header.get_data_offset()) + voxels * np.dtype(img.get_data_dtype()).itemsize
+        have = Path(path).stat().st_size
+        if have < need:
+            return f"{path}: truncated: the header declares {need:,} bytes, the file holds {have:,}"
+    return None
 
 
 def _finite(path: str, array: np.ndarray, facts: CaseFacts) -> None:
@@ -62,6 +84,21 @@ def _finite(path: str, array: np.ndarray, facts: CaseFacts) -> None:
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         if bad:
             facts.problems.append(f"{path}: {bad} NaN or Inf voxel(s)")
+
+
+def _not_constant(path: str, array: np.ndarray, facts: CaseFacts) -> None:
+    """An image with one value everywhere (all zero: a failed export) has nothing to learn and breaks the
+    intensity normalisation (0 / 0)."""
+    if array.size == 0:
+        facts.problems.append(f"{path}: the volume holds no voxels")
+        return
+    flat = array.reshape(-1)
+    first = flat[0]
+    if array.dtype.kind == "f" and not np.isfinite(first):
+        return  # reported by _finite
+    if np.all(flat == first):
+        what = "every voxel is 0 (an empty or failed export?)" if first == 0 else f"every voxel is {first}"
+        facts.problems.append(f"{path}: {what}; a constant image cannot be normalised or learnt from")
 
 
 def _shape_after(img, shape: tuple, data_cfg) -> np.ndarray:
@@ -90,6 +127,7 @@ def check_case(item: dict, data_cfg, n_labels: Optional[int]) -> CaseFacts:
         if facts.channels != data_cfg.in_chans:
             facts.problems.append(f"{item['image']}: {facts.channels} channel(s), data.in_chans is {data_cfg.in_chans}")
         _finite(item["image"], array, facts)
+        _not_constant(item["image"], array, facts)
         after = _shape_after(img, facts.shape, data_cfg)
         if any(a < r for a, r in zip(after, data_cfg.roi_size)):
             facts.warnings.append(f"{item['image']}: about {tuple(after.tolist())} voxels after resampling, smaller "

@@ -7,6 +7,7 @@ A native checkpoint is a dict ``{"format": "selfmedmae", "version": 1, "kind", "
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,17 +21,39 @@ from selfmedmae.models.factory import build_model
 FORMAT, VERSION = "selfmedmae", 1
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_failure(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return "inline_container" in text or "write" in text.lower()
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves a broken file."""
+    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves a broken file.
+
+    The file gets the mode of any new file (0644 under the usual umask; mkstemp's 0600 would hide it from
+    colleagues). A full disk or a file-size limit is a one-line error; the previous file is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a short write as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, RuntimeError) and not _write_failure(exc):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "disk full or file-size limit?"
+        raise UserError(f"{path}: cannot be written ({reason}); the previous {path.name}, if any, "
+                        f"is unchanged") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -50,6 +73,23 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
 
 
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """One whole sentence for a checkpoint torch cannot load safely (torch's own messages run to paragraphs)."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds Python objects{what} beyond tensors, numbers and strings; such objects can run code when "
+                f"unpickled, so they are never loaded. Save the weights alone (a state_dict) where the file came from")
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    with open(path, "rb") as fh:
+        zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's format since 1.6
+    if zipped or isinstance(exc, EOFError) or "truncated" in text:
+        return "the file is truncated or corrupt (an interrupted save or copy?)"
+    return "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle of tensors)"
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load any checkpoint file safely (tensors, numbers, strings only)."""
     path = Path(path)
@@ -58,8 +98,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, code objects refused by weights_only
-        raise UserError(f"{path}: cannot be read as a weights-only checkpoint "
-                        f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise UserError(f"{path}: cannot be read as a checkpoint: {_why_unreadable(path, exc)}") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj

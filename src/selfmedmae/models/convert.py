@@ -50,7 +50,10 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 def _need(opts: dict[str, Any], key: str, src: str) -> Any:
     if key not in opts:
         raise UserError(f"{src}: {key} cannot be read from the state dict; give it as {key}=N")
-    return opts.pop(key)
+    value = opts.pop(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(f"{key}: {value!r} must be a whole number > 0")
+    return value
 
 
 def _count_blocks(sd: State, prefix: str) -> int:
@@ -156,6 +159,11 @@ def convert_state_dict(sd: State, source_format: str, overrides: dict[str, Any] 
         raise UserError(f"{src}: missing key {exc} for --from {source_format}") from None
     if opts:
         raise UserError(f"{src}: unknown option(s) for --from {source_format}: {', '.join(opts)}")
+    from selfmedmae.config_check import check_heads
+
+    check_heads(args["encoder"]["embed_dim"], args["encoder"]["num_heads"], "num_heads")
+    if "decoder_num_heads" in args:
+        check_heads(args["decoder_embed_dim"], args["decoder_num_heads"], "decoder_num_heads")
     model = build_model(kind, args)
     own = model.state_dict()
     dropped = [k for k in out if k not in own and re.search(r"\.(conv3|norm3)\.", k)]

@@ -1,25 +1,32 @@
-"""What both stages do before and after their loop: the run folder, the up-front data check, seeds,
-the data of the training split, resume, and the closing summary line."""
+"""What both stages do before and after their loop: the config and data checks, the run folder (lock,
+ownership, resume decision: :mod:`selfmedmae.train.run_dir`), seeds, the data of the training split,
+resume, what a stop or a failed start leaves behind, and the closing summary line."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import os
+import shutil
+import signal
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-
-import math
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from selfmedmae.config import save_config, to_dict
-from selfmedmae.errors import UserError
+from selfmedmae.errors import Stopped, Terminated, UserError
 from selfmedmae.train.distributed import Dist, barrier, broadcast_flag, digests_across, setup
 from selfmedmae.train.log import MetricsLog
-from selfmedmae.train.loop import Precision, precision
+from selfmedmae.train.loop import DivergedError, Precision, precision
 from selfmedmae.train.rng import seed_everything
+from selfmedmae.train.run_dir import RunLock, decide_resume, held_files
 from selfmedmae.train.state import resume_training_state
+
+WRITTEN_AT_START = ("config.yaml", "splits.json", "metrics.jsonl", "tensorboard", "checkpoints", "figures")
 
 
 @dataclass
@@ -28,6 +35,11 @@ class Run:
     ctx: Dist
     dir: Path
     prec: Precision
+    lock: Optional[RunLock] = None
+    created: list = field(default_factory=list)  # folders this start made, deepest first
+    fresh: bool = False  # decided to start afresh (not a resume): a failed start removes what it wrote
+    started: bool = False  # the first optimiser step is under way: files stay, whatever happens
+    prev_sigterm: Any = None  # the SIGTERM handler before this run (restored at its end)
 
     @property
     def checkpoints(self) -> Path:
@@ -51,31 +63,151 @@ def check_data(cfg: DictConfig) -> None:
     check_or_raise(cfg)
 
 
-def start(cfg: DictConfig) -> Run:
-    """Distributed setup, refusal to overwrite a finished run, the data check, config and splits saved."""
+def start(cfg: DictConfig, command: str) -> Run:
+    """Config check, distributed setup, the run folder claimed (lock, ownership, resume decision), the data
+    check, config and splits saved. Nothing is written before every check has passed; a refusal changes
+    nothing in the folder. ``cfg.run.resume`` leaves as a plain bool (``auto`` decided here)."""
+    from selfmedmae.config_check import validate
+
+    validate(cfg, command)
     ctx = setup(cfg.run.device)
-    run_dir = Path(cfg.run.dir)
-    run = Run(cfg, ctx, run_dir, precision(cfg.run.precision, ctx.device))
-    if run.last.exists() and not cfg.run.resume:
-        raise UserError(f"{run.last}: run.dir already holds a run; continue it with run.resume=true "
-                        f"or choose another run.dir (nothing was changed)")
+    run = Run(cfg, ctx, Path(cfg.run.dir), precision(cfg.run.precision, ctx.device))
     failed: Optional[UserError] = None
+    resume = False
     if ctx.is_main:
         try:
-            check_data(cfg)
+            resume = _claim(run)
         except UserError as exc:
             failed = exc
+        except BaseException:
+            _undo_start(run)
+            raise
+        if failed is not None:
+            _undo_start(run)
     if broadcast_flag(failed is not None, ctx):
-        raise failed or UserError("the data check failed on rank 0")
-    if ctx.is_main:
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        write_splits(cfg)
+        raise failed or UserError("the start failed on rank 0")
+    resume = broadcast_flag(resume, ctx)
+    cfg.run.resume = resume
+    run.fresh = ctx.is_main and not resume
     barrier(ctx)
+    run.prev_sigterm = _on_sigterm()
     seed_everything(cfg.run.seed)
     return run
 
 
+def _claim(run: Run) -> bool:
+    """Rank 0: lock the folder, decide fresh or resume, check the data, then write config and splits."""
+    cfg, run_dir = run.cfg, run.dir
+    run.created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
+        note = lock.acquire()
+        run.lock = lock
+    except OSError as exc:
+        raise UserError(f"run.dir {run_dir}: cannot write there ({exc.strerror or exc}); choose a writable "
+                        f"folder (nothing was started)") from None
+    if note:
+        print(note)
+    had = held_files(run_dir)
+    resume = decide_resume(run_dir, cfg.run.resume, to_dict(cfg))
+    check_data(cfg)
+    run.fresh = not resume  # from here on this start writes; a fresh one that fails removes what it wrote
+    if not resume and had:  # run.resume=auto: the same run, killed before its first checkpoint: start over
+        _remove_run_files(run_dir, cfg)
+        print(f"run.resume=auto: {run_dir} held no checkpoint of this run; starting it from the beginning")
+    elif resume:
+        print(f"resuming from {run.last}")
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    for tmp in run.checkpoints.glob(".*.tmp"):  # half-written saves of a killed process (we hold the lock)
+        tmp.unlink(missing_ok=True)
+    _save_config_atomic(cfg, run_dir / "config.yaml")
+    write_splits(cfg)
+    return resume
+
+
+def _save_config_atomic(cfg: DictConfig, path: Path) -> None:
+    """config.yaml through a temporary file: a kill mid-write never leaves half a config (auto compares it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_config(cfg, tmp)
+    os.replace(tmp, path)
+
+
+def _remove_run_files(run_dir: Path, cfg: DictConfig) -> None:
+    names = list(WRITTEN_AT_START) + (["cache"] if cfg.data.cache_dir is None else [])
+    for name in names:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink()
+
+
+def _undo_start(run: Run) -> None:
+    """A fresh run that failed before training: remove what its start wrote, the lock and new folders."""
+    if run.fresh and run.lock is not None:
+        _remove_run_files(run.dir, run.cfg)
+    release(run)
+    for folder in run.created:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def release(run: Run) -> None:
+    """The run's end, however it ends: the lock goes, SIGTERM gets its earlier handler back."""
+    if run.lock is not None:
+        run.lock.release()
+        run.lock = None
+    if run.prev_sigterm is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, run.prev_sigterm)
+        run.prev_sigterm = None
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _on_sigterm() -> Any:
+    """SIGTERM (a scheduler's stop) ends a run like Ctrl-C: through the error path, with a message.
+    Returns the previous handler (None off the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    return None
+
+
+def _checkpoint_text(run: Run) -> Optional[str]:
+    if not run.last.is_file():
+        return None
+    try:
+        ckpt = torch.load(run.last, map_location="cpu", weights_only=True, mmap=True)
+        return f"{run.last} (epoch {ckpt.get('epoch')}, step {ckpt.get('step')})"
+    except Exception:
+        return str(run.last)
+
+
+def stopped(run: Run, exc: BaseException) -> BaseException:
+    """What a stage raises instead of ``exc``: a failed start is undone; a stop or divergence says what is kept."""
+    if run.ctx.is_main and not run.started:
+        _undo_start(run)
+    if isinstance(exc, (KeyboardInterrupt, Terminated)):
+        how, code = ("stopped by SIGTERM", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        kept = _checkpoint_text(run) if run.started else None
+        if kept:
+            text = (f"{how}; the last checkpoint is {kept}: run the same command with run.resume=true "
+                    f"(or run.resume=auto) to continue")
+        elif run.started:
+            text = f"{how} before the first checkpoint; run.resume=auto (or the same command) starts it again"
+        else:
+            text = f"{how} before training started; nothing was kept in {run.dir}"
+        return Stopped(text, code)
+    if isinstance(exc, DivergedError):
+        kept = _checkpoint_text(run)
+        tail = (f"the last good checkpoint {kept} is kept" if kept
+                else "no checkpoint had been written yet")
+        return DivergedError(f"{exc}; {tail} (lower the lr, or set train.clip_grad)")
+    return exc
 def write_splits(cfg: DictConfig) -> None:
     """Which cases fell where, for the record (``<run.dir>/splits.json``)."""
     if cfg.data.spatial_dims == 2:
@@ -101,7 +233,7 @@ def train_dataset(cfg: DictConfig, mode: str) -> Any:
 def maybe_resume(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, kind: str) -> dict:
     """Restore from last.pt when run.resume is set; the start position otherwise."""
     if not run.cfg.run.resume:
-        return {"epoch": 0, "step": 0}
+        return {"epoch": 0, "step": 0, "step_in_epoch": 0}
     if not run.last.exists():
         raise UserError(f"{run.last}: run.resume=true but there is no checkpoint to resume from")
     return resume_training_state(run.last, model, optimizer, run.prec.scaler, kind)

@@ -11,7 +11,7 @@ class TrainConfig:
     warmup_epochs: int = 40
     batch_size: int = 6  # global batch, in images / volumes (the lr rule counts these)
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimiser step
-    base_lr: float = 1.5e-4  # lr = base_lr * effective batch / 256
+    base_lr: Optional[float] = 1.5e-4  # lr = base_lr * effective batch / 256
     lr: Optional[float] = None  # absolute lr; overrides the base_lr rule when set
     min_lr: float = 0.0
     weight_decay: float = 0.05
@@ -19,6 +19,7 @@ class TrainConfig:
     layer_decay: float = 1.0  # fine-tuning: 0.75
     clip_grad: Optional[float] = None
     save_every: int = 50  # epochs between periodic checkpoints (last.pt is written every epoch)
+    save_every_steps: int = 0  # also write last.pt every N optimiser steps inside an epoch (0: off); resumes mid-epoch
     vis_every: int = 20  # pre-training: epochs between reconstruction figures
     eval_every: int = 1  # fine-tuning: epochs between validations
     log_every: int = 10  # steps between metrics.jsonl lines

@@ -58,7 +58,7 @@ def _task(cfg: DictConfig) -> dict[str, Any]:
 
 def run(cfg: DictConfig) -> int:
     t_start = time.perf_counter()
-    run_ = common.start(cfg)
+    run_ = common.start(cfg, "finetune")
     ctx, tcfg = run_.ctx, cfg.train
     progress = None
     try:
@@ -102,9 +102,19 @@ def run(cfg: DictConfig) -> int:
         progress = Progress(tcfg.epochs * plan_.steps_per_epoch, start["step"], ctx.is_main)
         sched = dict(peak=lr, epochs=tcfg.epochs, warmup_epochs=tcfg.warmup_epochs, min_lr=tcfg.min_lr)
         step, loss, scores = start["step"], math.nan, {}
+        resume_at = start if start.get("step_in_epoch") else None  # a checkpoint from inside an epoch
+        run_.started = True
         for epoch in range(start["epoch"], tcfg.epochs):
+
+            def save_mid(position: dict) -> None:
+                position = dict(position)
+                save_training_state(run_.last, kind, args, model, optimizer, run_.prec.scaler, epoch,
+                                    position.pop("step"), common.config_dict(cfg), best=best, **position)
+
             step, loss = train_epoch(net, loader, seeded, optimizer, loss_fn, run_.prec, plan_, sched, epoch,
-                                     step, ctx, log, progress, tcfg.clip_grad, tcfg.log_every)
+                                     step, ctx, log, progress, tcfg.clip_grad, tcfg.log_every, resume_at,
+                                     tcfg.save_every_steps, save_mid if ctx.is_main else None)
+            resume_at = None
             log.write({"kind": "epoch", "step": step, "epoch": epoch, "loss": loss})
             if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
                 scores = validate()
@@ -125,8 +135,11 @@ def run(cfg: DictConfig) -> int:
                   f"{best:.4f}, {minutes:.1f} min; best model {run_.checkpoints / 'best.pt'}, "
                   f"metrics in {run_.dir / 'metrics.jsonl'}")
         log.close()
-    finally:
+    except BaseException as exc:
         if progress is not None:
             progress.close()  # ends the bar's line, so an error message starts on a line of its own
+        raise common.stopped(run_, exc) from None
+    finally:
+        common.release(run_)
         cleanup()
     return 0

@@ -10,6 +10,14 @@ from typing import Any, Optional
 from tqdm import tqdm
 
 
+def _step_of(line: str) -> Optional[int]:
+    """The step of one metrics.jsonl line; None for a blank or cut line (a process killed mid-write)."""
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 class MetricsLog:
     """Appends one JSON object per line; on resume drops lines past the step it resumes from."""
 
@@ -21,7 +29,7 @@ class MetricsLog:
             return
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+                    if _step_of(line) is not None and _step_of(line) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
         elif self.path.exists():
             self.path.unlink()

@@ -3,6 +3,7 @@ schedule per iteration, and the stop on a non-finite loss. Stage files supply a 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -19,7 +20,7 @@ from selfmedmae.train.schedule import apply_lr, lr_at
 
 
 class DivergedError(UserError):
-    """The loss became NaN or Inf; the last good checkpoint is kept."""
+    """The loss became NaN or Inf; the stage adds which checkpoint is kept (if any was written yet)."""
 
     exit_code = 3
 
@@ -85,13 +86,26 @@ def plan(train_cfg: Any, n_items: int, ctx: Dist, split_name: str = "train") -> 
     return Plan(train_cfg.batch_size // per_step, train_cfg.accum_steps, steps)
 
 
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler that can leave out the first ``skip`` indices of an epoch: a run resumed in the
+    middle of an epoch loads only the samples of the steps it has still to take."""
+
+    skip = 0
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
 def make_loader(dataset: Any, batch: int, ctx: Dist, seed: int, workers: int,
                 collate: Optional[Callable] = None) -> tuple[DataLoader, SeededDataset]:
     """Shuffled by (seed, epoch) through a DistributedSampler in one process too, so that N processes
     see, step by step, the same global batch as one process."""
     seeded = SeededDataset(dataset, seed)
-    sampler = EpochIndices(DistributedSampler(seeded, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                              seed=seed, drop_last=True))
+    sampler = EpochIndices(ResumableSampler(seeded, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                            seed=seed, drop_last=True))
     # Persistent workers: starting them again each epoch cost more than the epoch's crops on small data
     # (12 steps an epoch in the hippocampus demo); the epoch travels with each index instead.
     loader = DataLoader(seeded, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
@@ -102,10 +116,18 @@ def make_loader(dataset: Any, batch: int, ctx: Dist, seed: int, workers: int,
 
 class EpochIndices(Sampler):
     """Yields (epoch, index) pairs of a sampler, so that :class:`SeededDataset` seeds by the epoch in
-    worker processes that outlive an epoch."""
+    worker processes that outlive an epoch. ``skip`` is the wrapped :class:`ResumableSampler`'s."""
 
-    def __init__(self, sampler: DistributedSampler):
+    def __init__(self, sampler: ResumableSampler):
         self.sampler, self.epoch = sampler, 0
+
+    @property
+    def skip(self) -> int:
+        return self.sampler.skip
+
+    @skip.setter
+    def skip(self, value: int) -> None:
+        self.sampler.skip = value
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -121,15 +143,28 @@ class EpochIndices(Sampler):
 def train_epoch(model: nn.Module, loader: DataLoader, seeded: SeededDataset, optimizer: torch.optim.Optimizer,
                 loss_fn: Callable[[Any, int], tuple[torch.Tensor, int]], prec: Precision, plan_: Plan,
                 sched: dict, epoch: int, global_step: int, ctx: Dist, log: MetricsLog, progress: Progress,
-                clip_grad: Optional[float] = None, log_every: int = 10) -> tuple[int, float]:
+                clip_grad: Optional[float] = None, log_every: int = 10, resume_at: Optional[dict] = None,
+                save_every_steps: int = 0, save: Optional[Callable[[dict], None]] = None) -> tuple[int, float]:
     """One epoch of optimiser steps. ``loss_fn(batch, micro_index)`` -> (loss, samples in the batch).
-    Returns the new global step and the epoch's mean loss (over ranks)."""
+    Returns the new global step and the epoch's mean loss (over ranks).
+
+    Mid-epoch checkpoints: every ``save_every_steps`` global steps (not at the epoch's last step, which the
+    stage saves) ``save(position)`` is called with ``{"step_in_epoch", "loss_sum", "loss_count"}``; a run
+    resumed from such a checkpoint passes it back as ``resume_at`` and continues with the same samples, masks
+    and random draws as an uninterrupted run."""
+    first = int(resume_at["step_in_epoch"]) if resume_at else 0
     loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+    loader.sampler.skip = first * plan_.micro_batch * plan_.accum_steps  # type: ignore[union-attr]
     seeded.set_epoch(epoch)
     model.train()
-    total, count, micro = 0.0, 0, 0
-    it = iter(loader)
-    for step in range(plan_.steps_per_epoch):
+    total, count = (float(resume_at["loss_sum"]), int(resume_at["loss_count"])) if resume_at else (0.0, 0)
+    micro = first * plan_.accum_steps
+    if first:  # the generators were restored as they were after the epoch's iterator was made: do not draw again
+        with torch.random.fork_rng(devices=[]):
+            it = iter(loader)
+    else:
+        it = iter(loader)
+    for step in range(first, plan_.steps_per_epoch):
         lr = lr_at(epoch + step / plan_.steps_per_epoch, **sched)
         apply_lr(optimizer, lr)
         optimizer.zero_grad(set_to_none=True)
@@ -146,8 +181,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, seeded: SeededDataset, opt
             step_loss += float(loss.detach()) / plan_.accum_steps
             samples += n
         if broadcast_flag(not torch.isfinite(torch.tensor(step_loss)), ctx):
-            raise DivergedError(f"the loss became {step_loss} at epoch {epoch}, step {step}; stopped, and "
-                                f"the last good checkpoint is kept (lower the lr, or set train.clip_grad)")
+            raise DivergedError(f"the loss became {step_loss} at epoch {epoch}, step {step}; stopped")
         if prec.scaler:
             prec.scaler.unscale_(optimizer)
         if clip_grad:
@@ -163,4 +197,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, seeded: SeededDataset, opt
         if global_step % log_every == 0 or step == plan_.steps_per_epoch - 1:
             log.write({"kind": "train", "step": global_step, "epoch": epoch, "loss": step_loss, "lr": lr,
                        "samples_per_s": rate})
+        if save is not None and save_every_steps and global_step % save_every_steps == 0 \
+                and step < plan_.steps_per_epoch - 1:
+            save({"step": global_step, "step_in_epoch": step + 1, "loss_sum": total, "loss_count": count})
     return global_step, mean_across({"loss": total / max(count, 1)}, ctx)["loss"]

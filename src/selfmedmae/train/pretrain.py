@@ -1,7 +1,7 @@
 """``selfmedmae pretrain``: MAE self pre-training on the training split of the target dataset, 2D or 3D.
 
 Writes under ``run.dir``: ``config.yaml``, ``splits.json``, ``metrics.jsonl`` (+ TensorBoard events),
-``checkpoints/last.pt`` every epoch, ``checkpoints/epoch_NNNN.pt`` every ``train.save_every`` epochs,
+``checkpoints/last.pt`` every epoch (and every ``train.save_every_steps`` steps when set), ``checkpoints/epoch_NNNN.pt`` every ``train.save_every`` epochs,
 ``checkpoints/encoder.pt`` (the encoder alone, for fine-tuning), and ``figures/recon_epoch_NNNN.png``
 (original / masked / reconstruction, the paper's Fig. 2) every ``train.vis_every`` epochs.
 """
@@ -38,7 +38,7 @@ def masking_noise(seed: int, micro: int, n_items: int, crops: int, length: int, 
 
 def run(cfg: DictConfig) -> int:
     t_start = time.perf_counter()
-    run_ = common.start(cfg)
+    run_ = common.start(cfg, "pretrain")
     ctx, tcfg = run_.ctx, cfg.train
     progress = None
     try:
@@ -67,9 +67,19 @@ def run(cfg: DictConfig) -> int:
         progress = Progress(total_steps, start["step"], ctx.is_main)
         sched = dict(peak=lr, epochs=tcfg.epochs, warmup_epochs=tcfg.warmup_epochs, min_lr=tcfg.min_lr)
         step, loss = start["step"], math.nan
+        resume_at = start if start.get("step_in_epoch") else None  # a checkpoint from inside an epoch
+        run_.started = True
         for epoch in range(start["epoch"], tcfg.epochs):
+
+            def save_mid(position: dict) -> None:
+                position = dict(position)
+                save_training_state(run_.last, "mae", args, model, optimizer, run_.prec.scaler, epoch,
+                                    position.pop("step"), common.config_dict(cfg), **position)
+
             step, loss = train_epoch(net, loader, seeded, optimizer, loss_fn, run_.prec, plan_, sched, epoch,
-                                     step, ctx, log, progress, tcfg.clip_grad, tcfg.log_every)
+                                     step, ctx, log, progress, tcfg.clip_grad, tcfg.log_every, resume_at,
+                                     tcfg.save_every_steps, save_mid if ctx.is_main else None)
+            resume_at = None
             log.write({"kind": "epoch", "step": step, "epoch": epoch, "loss": loss})
             if ctx.is_main:
                 save_training_state(run_.last, "mae", args, model, optimizer, run_.prec.scaler, epoch + 1,
@@ -88,8 +98,11 @@ def run(cfg: DictConfig) -> int:
                   f"checkpoints in {run_.checkpoints}, figures in {run_.dir / 'figures'}, "
                   f"metrics in {run_.dir / 'metrics.jsonl'}")
         log.close()
-    finally:
+    except BaseException as exc:
         if progress is not None:
             progress.close()  # ends the bar's line, so an error message starts on a line of its own
+        raise common.stopped(run_, exc) from None
+    finally:
+        common.release(run_)
         cleanup()
     return 0
