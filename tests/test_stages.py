@@ -11,7 +11,7 @@ from selfmedmae.stages import check_same_settings, resume_overrides
 
 def test_a_run_folder_is_reused_only_for_the_same_settings(tmp_path):
     run = tmp_path / "run"
-    assert resume_overrides(run) == []
+    assert resume_overrides(run) == ["run.resume=auto"]  # fresh where the folder holds nothing
     check_same_settings(None, ["train.lr=0.01"], run)  # no folder yet: nothing to compare
     save_config(load_config(None, ["train.lr=0.01", f"run.dir={run}", "run.resume=true"]), run / "config.yaml")
     check_same_settings(None, ["train.lr=0.01", "data.num_workers=7"], run)  # resume / workers change no result
@@ -25,4 +25,4 @@ def test_a_run_folder_is_reused_only_for_the_same_settings(tmp_path):
         check_same_settings(None, ["train.lr=0.01", "data.label_fraction=0.5"], run)
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.pt").write_bytes(b"")
-    assert resume_overrides(run) == ["run.resume=true"]
+    assert resume_overrides(run) == ["run.resume=auto"]  # continues the run the folder holds

@@ -106,7 +106,9 @@ def run_demo(name: str, seeds: int, times: list[tuple[str, float]]) -> str:
     out = Path(d["runs"]) / "predict"
     if d["predict"] and not _newer(out, Path(best)):
         _timed(times, f"{name}: prediction on a scan",
-               cli(["predict", best, d["predict"], "--out", str(out), "--figures"], f"{name}: prediction on a scan"))
+               cli(["predict", best, d["predict"], "--out", str(out), "--figures",
+                    *(["--overwrite"] if out.is_dir() and any(out.iterdir()) else [])],  # an older best.pt's
+                   f"{name}: prediction on a scan"))
     return report(name, d, compare(metrics["mae"], metrics["scratch"]), seeds)
 
 

@@ -94,5 +94,7 @@ def evaluate(run_dir: str | Path, split: str, title: str, figures: int = 0) -> d
     out, best = run_dir / f"eval_{split}", run_dir / "checkpoints" / "best.pt"
     metrics = out / "metrics.json"
     if not (metrics.is_file() and best.is_file() and metrics.stat().st_mtime >= best.stat().st_mtime):
-        cli(["evaluate", str(best), f"eval.split={split}", "--out", str(out), "--figures", str(figures)], title)
+        again = ["--overwrite"] if out.is_dir() and any(out.iterdir()) else []  # results of an older best.pt
+        cli(["evaluate", str(best), f"eval.split={split}", "--out", str(out), "--figures", str(figures), *again],
+            title)
     return json.loads(metrics.read_text())
