@@ -60,6 +60,7 @@ def test_curve_runs_end_to_end_and_writes_table_and_plot(curve, capsys):
     assert [(r["fraction"], r["init"], r["n_seeds"]) for r in summary] == [
         (0.5, "mae", 2), (0.5, "scratch", 2), (1.0, "mae", 2), (1.0, "scratch", 2)]
     md = (out / "curve.md").read_text()
+    assert md.count("- fraction ") == 2 and "2 seeds" in md.split("- fraction 0.5:")[1]
     assert "| 0.5 | 3 | 1 |" in md and "| 1 | 6 | 1 |" in md and "±" in md and "selfmedmae curve" in md
     with Image.open(out / "curve.png") as im:
         assert im.size[0] > 300 and im.size[1] > 200 and len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 20

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from selfmedmae.compare import headline, mean_std, n_evaluated, pm
+from selfmedmae.compare import compare, headline, mean_std, n_evaluated, pm, verdict
 from selfmedmae.errors import UserError
 from selfmedmae.stages import evaluate, train
 
@@ -205,6 +205,12 @@ def write_outputs(points: Sequence[Point], out_dir: Path, command: str = "") -> 
         md.append(f"| {f:g} | {n_lab} | {epochs} | {pm(m['mean'], m['std']) if m else 'n/a'} | "
                   f"{pm(s['mean'], s['std']) if s else 'n/a'} | {_signed(gap[0], gap[1])} | "
                   f"{(m or s)['n_seeds']} |")
+    md += ["", "Per fraction (seeds paired, only `init` differs):", ""]
+    for f in sorted({p.fraction for p in points}):
+        runs = {i: [p.metrics for p in sorted(points, key=lambda p: p.seed) if p.fraction == f and p.init == i]
+                for i in INITS}
+        if runs["mae"] and len(runs["mae"]) == len(runs["scratch"]):
+            md.append(f"- fraction {f:g}: {verdict(compare(runs['mae'], runs['scratch']))}")
     if command:
         md += ["", f"Command: `{command}`"]
     paths = [out_dir / "curve.md", out_dir / "curve.csv", out_dir / "curve.json", out_dir / "curve.png"]

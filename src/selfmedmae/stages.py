@@ -6,6 +6,7 @@ Each stage runs through :func:`selfmedmae.cli.main`, exactly as a user's command
 """
 from __future__ import annotations
 
+import gc
 import json
 import time
 from pathlib import Path
@@ -71,6 +72,7 @@ def cli(argv: Sequence[str], title: str) -> float:
     print(f"\n=== {title}: selfmedmae {' '.join(argv)}", flush=True)
     t0 = time.perf_counter()
     code = main(list(argv))
+    gc.collect()  # the finished stage's datasets, caches and loader workers go before the next one starts
     if code != 0:
         raise UserError(f"stopped: '{title}' exited with code {code} (its message is above)")
     return time.perf_counter() - t0
