@@ -22,8 +22,11 @@ test: install
 demo: install
 	$(PY) -m selfmedmae.demo $(DEMO)
 
+# The performance benchmark (about 10-15 min on 2 CPU cores): prints its tables and appends them, with the
+# machine, torch version, commit and date, to benchmarks/RESULTS.md. BENCH="--quick" for a smoke run.
 bench: install
-	$(PY) benchmarks/bench_data_3d.py
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/run.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
