@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from monai.transforms import Compose
 
 from benchlib import PeakMemory, REPO, fmt_bytes
 from selfmedmae.config import load_config
@@ -40,7 +41,7 @@ def run(volumes: int, size: list[int], crop_reps: int) -> tuple[list[list], dict
     cfg = load_config(REPO / "configs" / "btcv" / "pretrain.yaml", [f"data.root={data}"])
     items = json.loads((data / "transunet.json").read_text())["training"]
     prefix = deterministic_prefix(cfg.data, ("image", "label"), crop_indices=True)
-    suffix = random_suffix(cfg.data, "pretrain", labelled=True)
+    suffix = Compose(random_suffix(cfg.data, "pretrain", labelled=True))  # maps over the list of crops
     rows, crops_per_s = [], []
     for item in items[:volumes]:
         d = {k: str(data / v) for k, v in item.items()}
@@ -54,10 +55,7 @@ def run(volumes: int, size: list[int], crop_reps: int) -> tuple[list[list], dict
         torch.manual_seed(0)
         start, crops = time.perf_counter(), 0
         for _ in range(crop_reps):
-            x = dict(d)
-            for t in suffix:
-                x = t(x)
-            crops += len(x)
+            crops += len(suffix(dict(d)))
         rate = crops / (time.perf_counter() - start)
         crops_per_s.append(rate)
         shape = "x".join(str(s) for s in d["image"].shape[1:])

@@ -257,7 +257,7 @@ def fmt_rows(rows: list[dict]) -> list[list]:
     for r in rows:
         head = [r["case"], r["batch"], r["mask"], r["precision"], r["model"], r["adamw"]]
         if "error" in r:
-            out.append(head + [f"did not run: {r['error']}"] + [""] * 7)
+            out.append(head + [f"did not run: {r['error']}"] + [""] * (len(HEADER) - 7))
             continue
         mb = monai_best.get((r["case"], r["batch"], r["mask"], r["precision"]))
         speed = f"{mb / r['step']:.2f}x" if mb and r["model"] == "ours" else ""
