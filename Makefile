@@ -32,8 +32,11 @@ curve: install
 	$(PY) -m selfmedmae curve configs/hippocampus/finetune.yaml --pretrain configs/hippocampus/pretrain.yaml \
 		--fractions $(CURVE_FRACTIONS) --seeds $(CURVE_SEEDS) --out runs/hippocampus/curve
 
+# The performance benchmark (about 10-15 min on 2 CPU cores): prints its tables and appends them, with the
+# machine, torch version, commit and date, to benchmarks/RESULTS.md. BENCH="--quick" for a smoke run.
 bench: install
-	$(PY) benchmarks/bench_data_3d.py
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/run.py $(BENCH)
 
 # kill -9 small runs at random moments, resume each time, compare with an uninterrupted run (minutes)
 soak: install

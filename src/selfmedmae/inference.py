@@ -22,7 +22,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -132,21 +132,32 @@ def check_outputs(run: LoadedRun, n_expected: int, what: str) -> None:
                         f"{what}; was data.* overridden with another dataset?")
 
 
-@torch.no_grad()
 def segment_logits(run: LoadedRun, image: torch.Tensor) -> torch.Tensor:
     """Sliding-window logits of one preprocessed volume: image [C, *S] or [1, C, *S] -> float32 [1, K, *S] (CPU)."""
+    return sliding_window_logits(run.model, image, [int(s) for s in run.cfg.data.roi_size],
+                                 int(run.cfg.eval.sw_batch_size), float(run.cfg.eval.overlap), run.device,
+                                 run.autocast)
+
+
+@torch.no_grad()
+def sliding_window_logits(model: nn.Module, image: torch.Tensor, roi_size: Sequence[int], sw_batch_size: int,
+                          overlap: float, device: torch.device,
+                          autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+                          ) -> torch.Tensor:
+    """MONAI ``sliding_window_inference`` with uniform blending: image [C, *S] or [1, C, *S] -> float32
+    [1, K, *S] on the CPU. Windows run on ``device`` under ``autocast()``, ``sw_batch_size`` at a time;
+    no autograd, and a plain tensor (no MetaTensor meta bookkeeping per window)."""
     from monai.inferers import sliding_window_inference
 
-    x = image if image.ndim == len(run.cfg.data.roi_size) + 2 else image[None]
-    x = x.as_tensor() if hasattr(x, "as_tensor") else x  # plain tensor: no meta bookkeeping per window
+    x = image if image.ndim == len(roi_size) + 2 else image[None]
+    x = x.as_tensor() if hasattr(x, "as_tensor") else x
 
     def predictor(windows: torch.Tensor) -> torch.Tensor:
-        with run.autocast():
-            return run.model(windows).float()
+        with autocast():
+            return model(windows).float()
 
-    out = sliding_window_inference(x.float(), roi_size=[int(s) for s in run.cfg.data.roi_size],
-                                   sw_batch_size=int(run.cfg.eval.sw_batch_size), predictor=predictor,
-                                   overlap=float(run.cfg.eval.overlap), mode="constant", sw_device=run.device,
+    out = sliding_window_inference(x.float(), roi_size=list(roi_size), sw_batch_size=sw_batch_size,
+                                   predictor=predictor, overlap=overlap, mode="constant", sw_device=device,
                                    device=torch.device("cpu"), progress=False)
     return out.float()
 

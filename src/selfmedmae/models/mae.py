@@ -22,10 +22,13 @@ from selfmedmae.models.vit import ViT
 
 
 def normalize_patches(patches: torch.Tensor, unbiased: bool, eps: float = 1e-6) -> torch.Tensor:
-    """Per-patch normalisation of the targets: (x - mean) / sqrt(var + eps) over each patch vector."""
-    mean = patches.mean(dim=-1, keepdim=True)
-    var = patches.var(dim=-1, keepdim=True, unbiased=unbiased)
-    return (patches - mean) / (var + eps) ** 0.5
+    """Per-patch normalisation of the targets: (x - mean) / sqrt(var + eps) over each patch vector.
+
+    One pass for both moments (``var_mean``) and a multiply by the reciprocal square root, on [B, L, 1]
+    statistics: about half the time of mean, var, subtract, divide on a [B, L, P] tensor; equal to
+    float32 rounding."""
+    var, mean = torch.var_mean(patches, dim=-1, keepdim=True, correction=int(unbiased))  # [B, L, 1]
+    return (patches - mean) * torch.rsqrt(var + eps)
 
 
 class MAE(nn.Module):
