@@ -110,15 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only-set", action="store_true", help="leave out the keys that keep their default")
     p.set_defaults(handler=_show_config)
 
-    p = sub.add_parser("init-config", help="write a starting config for your own data folder",
+    p = sub.add_parser("init-config", help="write starting configs for your own data folder",
                        description="Scan a folder (3d: NIfTI images + label maps, an MSD dataset.json or a CSV of "
                                    "paths; 2d: a CSV of image paths and 0/1 class columns, or a folder of images) "
-                                   "and write a starting config: format, channels, labels, sizes, suggested crop "
-                                   "and patch. Never overwrites a file. Walkthroughs: docs/own-data-3d.md, "
-                                   "docs/own-data-2d.md.")
+                                   "and write a starting config FILE (format, channels, labels, sizes, suggested "
+                                   "crop and patch) plus FILE-stem_pretrain.yaml and _finetune.yaml with the "
+                                   "paper's recipe on top of it. Never overwrites a file. Walkthroughs: "
+                                   "docs/own-data-3d.md, docs/own-data-2d.md.")
     p.add_argument("kind", choices=("2d", "3d"), help="2d images (classification) or 3d volumes (segmentation)")
     p.add_argument("--data", required=True, metavar="PATH", help="the folder, dataset.json or CSV to scan")
-    p.add_argument("--out", default=None, metavar="FILE", help="config to write (default: selfmedmae_<kind>.yaml)")
+    p.add_argument("--out", default=None, metavar="FILE", help="data config to write (default: selfmedmae_<kind>.yaml)")
     p.set_defaults(handler=_init_config)
 
     p = sub.add_parser("convert", help="import a checkpoint of the official code or of the original MAE",

@@ -5,7 +5,7 @@ overrides (``eval.split=test``, ``data.root=/elsewhere``, ``eval.overlap=0.25``,
 ``--out`` or ``<run>/eval_<split>/``: ``metrics.json`` (per case and per class, strict JSON), ``metrics.md``
 (the table, also printed) and ``figures/``.
 
-Segmentation (UNETR, 3D), as the official evaluation (docs/official-code-spec.md section 2.4): whole volumes
+Segmentation (UNETR, 3D), as the official evaluation (docs/official-code.md §2.4): whole volumes
 after the deterministic preprocessing (orientation, resampling, intensity, foreground crop), sliding-window
 logits (:mod:`selfmedmae.inference`), argmax (label maps) or sigmoid > 0.5 (BraTS regions), then per case
 and class Dice and HD95 in mm with the voxel spacing of the evaluated, resampled volume

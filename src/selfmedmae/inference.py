@@ -159,7 +159,7 @@ def classify(run: LoadedRun, loader) -> tuple[list, torch.Tensor, Optional[torch
     ids, scores, targets = [], [], []
     from selfmedmae.train.log import progress_iter
 
-    for batch in progress_iter(loader, len(loader), "images", "batch"):
+    for batch in progress_iter(loader, len(loader), "classify", "batch"):
         with run.autocast():
             logits = run.model(batch["image"].to(run.device, non_blocking=True))  # [B, K]
         scores.append(torch.sigmoid(logits.float()).cpu())  # multi-label: one sigmoid per finding

@@ -1,4 +1,8 @@
-"""``selfmedmae init-config {2d,3d} --data PATH``: a starting config for a user's own folder, from a scan.
+"""``selfmedmae init-config {2d,3d} --data PATH --out FILE``: starting configs for a user's folder, from a scan.
+
+Writes ``FILE`` (the data and model sections the scan suggests) and, on top of it through ``_base_``,
+``<stem>_pretrain.yaml`` and ``<stem>_finetune.yaml`` with the paper's recipe (run folders
+``runs/<stem>/pretrain`` and ``runs/<stem>/finetune``; fine-tuning starts from that MAE).
 
 3D: ``PATH`` is an MSD ``dataset.json`` (or a folder holding one), a CSV of image / label paths, or a
 folder of NIfTI images and label maps (``images/`` + ``labels/``, ``imagesTr/`` + ``labelsTr/``, ...;
@@ -126,7 +130,7 @@ def _suggest_3d(facts: dict, scan: Scan) -> None:
         f"{len(facts['shapes'])} volumes, {facts['channels']} channel(s); median shape "
         f"{' x '.join(str(int(s)) for s in np.median(facts['shapes'], axis=0))} voxels, median spacing "
         f"{' x '.join(f'{z:g}' for z in np.median(zooms, axis=0))} mm",
-        f"intensity {intensity} (1st percentile of the first images: {facts['low']:g}); crop {side}^3, "
+        f"intensity {intensity} (1st percentile of the first images: {facts['low']:.4g}); crop {side}^3, "
         f"patch {patch} ({(side // patch) ** 3} tokens)",
     ]
 
@@ -287,23 +291,39 @@ def _yaml(value: object) -> str:
     return json.dumps(value)
 
 
-def render(kind: str, data_arg: str, scan: Scan, run_dir: str) -> str:
-    task = "segmentation" if kind == "3d" else "classification"
-    lines = [f"# Written by `selfmedmae init-config {kind} --data {data_arg}`. A starting point: read it, then",
-             "# `selfmedmae check-data` it. Every key: docs/config-reference.md. One file serves both stages:",
-             "# `selfmedmae pretrain` ignores init, layer_decay and drop_path_rate.",
+def render(kind: str, data_arg: str, scan: Scan) -> str:
+    """The data + model config (``--out``): what the scan found, shared by both stages."""
+    lines = [f"# Written by `selfmedmae init-config {kind} --data {data_arg}`: the data and model of your runs, a",
+             "# starting point to read and adjust; `selfmedmae check-data` it. Every key: docs/config-reference.md.",
              *[f"# scan: {n}" for n in scan.notes],
-             f"stage: finetune", f"task: {task}",
-             "init: scratch           # after pre-training: init=mae:<pretrain run.dir>/checkpoints/last.pt",
-             "model:", "  preset: vit_base        # the paper's ViT-B; vit_small / vit_tiny for less compute"]
+             "model:", "  preset: vit_base        # the paper's ViT-B/16; vit_small / vit_tiny need less compute"]
     lines += [f"  {k}: {_yaml(v)}" for k, v in scan.model.items()]
-    lines += ["  drop_path_rate: 0.1     # fine-tuning (the paper)", "data:"]
-    lines += [f"  {k}: {_yaml(v)}" for k, v in scan.data.items()]
-    lines += ["train:", "  epochs: 100", "  warmup_epochs: 10",
-              f"  batch_size: {6 if kind == '3d' else 64}",
-              "  layer_decay: 0.75       # fine-tuning (the paper); pre-training uses none",
-              "run:", f"  dir: {run_dir}", ""]
-    return "\n".join(lines)
+    lines += ["data:"] + [f"  {k}: {_yaml(v)}" for k, v in scan.data.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_stage(kind: str, stage: str, base: str, stem: str) -> str:
+    """A stage config on top of the data config, with the paper's recipe scaled to a user's data."""
+    task = "segmentation" if kind == "3d" else "classification"
+    if stage == "pretrain":
+        body = ["stage: pretrain", f"task: {task}", "train:",
+                "  epochs: 800             # the paper: 800 (CXR14) to 10000 (BTCV, 18 volumes) epochs",
+                "  warmup_epochs: 40",
+                f"  batch_size: {6 if kind == '3d' else 64}",
+                "  lr: 1.5e-4              # the paper's effective pre-training lr",
+                "  vis_every: 20           # reconstruction figures (figures/ and TensorBoard)"]
+    else:
+        lr = "8.0e-4              # the paper's BTCV lr" if kind == "3d" else "1.0e-3              # the paper's CXR14 lr"
+        body = ["stage: finetune", f"task: {task}",
+                f"init: mae:runs/{stem}/pretrain/checkpoints/last.pt  # the MAE of {stem}_pretrain.yaml; or scratch",
+                "model:", "  drop_path_rate: 0.1", "train:",
+                "  epochs: 300", "  warmup_epochs: 10", f"  batch_size: {6 if kind == '3d' else 64}", f"  lr: {lr}",
+                "  layer_decay: 0.75"]
+        body += ["  betas: [0.9, 0.999]     # the paper's CXR14 fine-tuning"] if kind == "2d" else []
+        body += ["  eval_every: 10          # epochs between validations (best.pt)" if kind == "3d" else
+                 "  eval_every: 1"]
+    return "\n".join([f"# {stage} for the data of {base} (written by `selfmedmae init-config`).",
+                      f"_base_: {base}", *body, "run:", f"  dir: runs/{stem}/{stage}", ""])
 
 
 def run(kind: str, data: str, out: Optional[str]) -> int:
@@ -311,10 +331,13 @@ def run(kind: str, data: str, out: Optional[str]) -> int:
 
     data_path = Path(data)
     out_path = Path(out or f"selfmedmae_{kind}.yaml")
-    if out_path.exists():
-        raise UserError(f"{out_path}: already exists; choose another --out (nothing was written)")
-    table_path = out_path.with_name(out_path.stem + ("_cases.csv" if kind == "3d" else "_images.csv"))
-    config_dir = out_path.parent if str(out_path.parent) else Path(".")
+    stem = out_path.stem
+    stages = {st: out_path.with_name(f"{stem}_{st}.yaml") for st in ("pretrain", "finetune")}
+    table_path = out_path.with_name(stem + ("_cases.csv" if kind == "3d" else "_images.csv"))
+    for path in (out_path, *stages.values()):
+        if path.exists():
+            raise UserError(f"{path}: already exists; choose another --out (nothing was written)")
+    config_dir = out_path.parent
     scan = scan_3d(data_path, config_dir) if kind == "3d" else scan_2d(data_path, config_dir)
     if scan.table is not None:
         if table_path.exists():
@@ -322,19 +345,21 @@ def run(kind: str, data: str, out: Optional[str]) -> int:
         scan.data["csv"] = table_path.name
         for row in scan.table:
             row.update({k: _rel(Path(v), config_dir) for k, v in row.items() if v})
-    text = render(kind, data, scan, f"runs/{out_path.stem}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = [out_path]
     if scan.table is not None:
         with open(table_path, "x", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(scan.table[0]))
             writer.writeheader()
             writer.writerows(scan.table)
-        written.append(str(table_path))
+        written.append(table_path)
     with open(out_path, "x") as fh:
-        fh.write(text)
-    written.insert(0, str(out_path))
-    load_config(out_path)  # what we wrote must load
-    print(text, end="")
-    print(f"wrote {' and '.join(written)}; next: selfmedmae check-data {out_path}")
+        fh.write(render(kind, data, scan))
+    for stage, path in stages.items():
+        with open(path, "x") as fh:
+            fh.write(render_stage(kind, stage, out_path.name, stem))
+        load_config(path)  # what we wrote must load
+        written.append(path)
+    print(out_path.read_text(), end="")
+    print(f"wrote {', '.join(str(p) for p in written)}\nnext: selfmedmae check-data {stages['finetune']}")
     return 0

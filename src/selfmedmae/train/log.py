@@ -44,7 +44,8 @@ def progress_iter(items: Iterable, total: int, desc: str, unit: str, enabled: bo
         yield from tqdm(items, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
         return
     t0 = last = time.perf_counter()
-    log_line(f"{desc}: {total} {unit}{'s' if total != 1 else ''}")
+    units = unit + ("es" if unit.endswith(("ch", "s", "x")) else "s")
+    log_line(f"{desc}: {total} {unit if total == 1 else units}")
     done = 0
     for item in items:
         yield item
@@ -53,7 +54,7 @@ def progress_iter(items: Iterable, total: int, desc: str, unit: str, enabled: bo
         if done == total or now - last >= every_s:
             last = now
             eta = (now - t0) / done * (total - done)
-            log_line(f"{desc}: {done}/{total} {unit}s, {clock(now - t0)} elapsed, ETA {clock(eta)}")
+            log_line(f"{desc}: {done}/{total} {units}, {clock(now - t0)} elapsed, ETA {clock(eta)}")
 
 
 class MetricsLog:
