@@ -246,12 +246,26 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def reference_problems(entries: Optional[dict] = None) -> list[str]:
+    """Keys of the schema without an entry, and entries that name no key (empty when in step)."""
+    entries = ENTRIES if entries is None else entries
+    keys = [k for k, _, _ in schema_keys()]
+    return ([f"{k}: config key without an entry in selfmedmae.config_reference.ENTRIES" for k in keys
+             if k not in entries]
+            + [f"{k}: entry in selfmedmae.config_reference.ENTRIES names no config key" for k in entries
+               if k not in keys])
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m selfmedmae.config_reference",
                                      description="Print, write or check docs/config-reference.md.")
     parser.add_argument("--write", action="store_true", help=f"write {PAGE} (run from the repository root)")
     parser.add_argument("--check", action="store_true", help=f"exit 1 when {PAGE} is not up to date")
     args = parser.parse_args(argv)
+    problems = reference_problems()
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
     text = render()
     if args.write:
         PAGE.parent.mkdir(parents=True, exist_ok=True)
