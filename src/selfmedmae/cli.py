@@ -85,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfmedmae",
         description="Self pre-training with masked autoencoders for medical images (2D and 3D).",
-        epilog="Start with docs/getting-started.md; your own data: docs/own-data-3d.md, docs/own-data-2d.md; "
-               "every config key: docs/config-reference.md.",
+        epilog="documentation:\n  docs/getting-started.md    install, the demo\n"
+               "  docs/own-data-3d.md        your own volumes;  docs/own-data-2d.md  your own images\n"
+               "  docs/config-reference.md   every config key\n  docs/checkpoints.md        checkpoints, convert",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -139,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned checkpoint on held-out data",
                        description="Dice / HD95 (segmentation) or AUC (classification) of a fine-tuned checkpoint "
-                                   "on eval.split, with the data of its run config unless overridden.")
+                                   "on eval.split, with the data of its run config unless overridden.",
+                       epilog="Every key: docs/config-reference.md. key=value overrides the run config saved "
+                              "in the checkpoint (eval.split, eval.overlap, eval.sw_batch_size, data.root, "
+                              "run.device, ...).")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="e.g. runs/x/checkpoints/best.pt")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.split=test data.root=/data/x")
     p.add_argument("--out", default=None, help="output folder (default: <run>/eval_<split>)")
@@ -148,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="run a fine-tuned checkpoint on new volumes or images",
                        description="Label maps in each input's own geometry (NIfTI), or a CSV of label "
-                                   "probabilities for 2D images.")
+                                   "probabilities for 2D images.",
+                       epilog="Every key: docs/config-reference.md. key=value items among the inputs override "
+                              "the run config saved in the checkpoint (eval.overlap, run.device, ...).")
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="NIfTI files, folders, an MSD dataset.json (its test list), or PNG / JPEG files; "
