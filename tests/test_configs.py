@@ -1,5 +1,5 @@
 """The shipped configs: every YAML under configs/ loads, none holds an absolute path, the paper configs hold
-the paper's hyper-parameters (a table written from docs/official-code-spec.md, compared against the loaded
+the paper's hyper-parameters (a table written from docs/official-code.md, compared against the loaded
 configs and the model arguments the stages build from them), and bad keys / types are rejected by name."""
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_mae_finetuning_starts_from_the_pretraining_run(dataset):
 
 
 # --------------------------------------------------------------------------------------------------------
-# (b) the paper's hyper-parameters, from docs/official-code-spec.md (sections cited per row)
+# (b) the paper's hyper-parameters, from docs/official-code.md (sections cited per row)
 # --------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -126,8 +126,8 @@ class Paper:
     drop_path: float
     size: tuple  # 3D roi (crop) or 2D crop
     in_chans: int
-    weight_decay: float = 0.05  # spec 2.1 / 6: every config
-    encoder: tuple = (768, 12, 12, 16)  # ViT-B/16: width, depth, heads, patch (spec 1.3-1.5, 6)
+    weight_decay: float = 0.05  # §2.1 / §6: every config
+    encoder: tuple = (768, 12, 12, 16)  # ViT-B/16: width, depth, heads, patch (§1.3-§1.5, §6)
     mask_ratio: Optional[float] = None  # pre-training only
     decoder: Optional[tuple] = None  # pre-training only: width, depth, heads
     num_samples: Optional[int] = None  # 3D: crops per volume and step
@@ -137,26 +137,26 @@ class Paper:
 
 
 PAPER = {
-    # spec 4 mae3d_btcv_1gpu + 6 ("Pre-training lr 1.5e-4 = 6.4e-3*6/256"; BTCV 10000 epochs), 6.2 warm-up 100,
+    # §4 mae3d_btcv_1gpu + 6 ("Pre-training lr 1.5e-4 = 6.4e-3*6/256"; BTCV 10000 epochs), 6.2 warm-up 100,
     # 1.3 decoder 384/8/12, mask 0.75 (config / paper; the script's 0.125 is documented in the YAML), 3.1 crops
     "btcv/pretrain": Paper(1.5e-4, 6, 10000, 100, (0.9, 0.95), 1.0, 0.0, (96, 96, 96), 1,
                            mask_ratio=0.75, decoder=(384, 8, 12), num_samples=4),
-    # spec 4 unetr_btcv_1gpu + README/script lr 3.44e-2*6/256 = 8.06e-4 (6.1), 50/5000 (6.2), 2.4 layer decay
+    # §4 unetr_btcv_1gpu + README/script lr 3.44e-2*6/256 = 8.06e-4 (6.1), 50/5000 (6.2), 2.4 layer decay
     # 0.75 and overlap 0.5, 1.5 drop path 0.1, 1.6 taps hs[3], hs[6], hs[9], 3.1 four 96^3 crops per volume
     "btcv/finetune": Paper(3.44e-2 * 6 / 256, 6, 5000, 50, (0.9, 0.95), 0.75, 0.1, (96, 96, 96), 1,
                            num_samples=4, overlap=0.5, skip_blocks=(3, 6, 9)),
-    # spec 4 mae3d_msdbrats_1gpu + script --epochs=500 (6.2: config 1000), warm-up 10, lr as BTCV (6),
+    # §4 mae3d_msdbrats_1gpu + script --epochs=500 (6.2: config 1000), warm-up 10, lr as BTCV (6),
     # 3.2 128^3 crops, 4 channels, 4 crops per volume
     "brats/pretrain": Paper(1.5e-4, 6, 500, 10, (0.9, 0.95), 1.0, 0.0, (128, 128, 128), 4,
                             mask_ratio=0.75, decoder=(384, 8, 12), num_samples=4),
-    # spec 4 unetr_msdbrats_1gpu + script --lr=1.72e-2 --batch_size=6 --epochs=300: 4.03e-4 (6.1, 6.2),
+    # §4 unetr_msdbrats_1gpu + script --lr=1.72e-2 --batch_size=6 --epochs=300: 4.03e-4 (6.1, 6.2),
     # 3.2 one crop per volume, ET = MSD label 3 (6.7, the paper's region definition)
     "brats/finetune": Paper(1.72e-2 * 6 / 256, 6, 300, 10, (0.9, 0.95), 0.75, 0.1, (128, 128, 128), 4,
                             num_samples=1, overlap=0.5, skip_blocks=(3, 6, 9), extra={"data.brats_et_label": 3}),
-    # spec 4 mae_cxr14: batch 256, lr 1.5e-4, 40/800, decoder 256/8/8 (6.13), mask 0.75, 224 crops (3.3)
+    # §4 mae_cxr14: batch 256, lr 1.5e-4, 40/800, decoder 256/8/8 (6.13), mask 0.75, 224 crops (3.3)
     "cxr14/pretrain": Paper(1.5e-4, 256, 800, 40, (0.9, 0.95), 1.0, 0.0, (224, 224), 1,
                             mask_ratio=0.75, decoder=(256, 8, 8)),
-    # spec 4 vit_finetune_cxr14: batch 256, lr 1e-3 (6.1), 5/100, betas (0.9, 0.999) (2.5, 6.11), layer decay
+    # §4 vit_finetune_cxr14: batch 256, lr 1e-3 (6.1), 5/100, betas (0.9, 0.999) (2.5, 6.11), layer decay
     # 0.75, drop path 0.1, class-token head (1.4)
     "cxr14/finetune": Paper(1e-3, 256, 100, 5, (0.9, 0.999), 0.75, 0.1, (224, 224), 1,
                             extra={"model.global_pool": False, "data.image_size": 256}),
@@ -177,7 +177,7 @@ SHIPPED = {
     "cxr14/pretrain": ("cxr14/pretrain", "scratch", "classification", {}),
     "cxr14/finetune_mae": ("cxr14/finetune", "mae:runs/cxr14/pretrain/checkpoints/last.pt", "classification", {}),
     "cxr14/finetune_scratch": ("cxr14/finetune", "scratch", "classification", {}),
-    # the grey image repeated to RGB (spec 3.3) so that the ImageNet patch kernel loads unchanged
+    # the grey image repeated to RGB (§3.3) so that the ImageNet patch kernel loads unchanged
     "cxr14/finetune_imagenet": ("cxr14/finetune", "imagenet:checkpoints/vit_base_patch16_224_imagenet.pt",
                                 "classification", {"in_chans": 3}),
 }
@@ -231,27 +231,27 @@ def test_paper_hyperparameters(name):
     for key, value in expected.items():
         assert got[key] == pytest.approx(value), f"{name}: {key} = {got[key]}, the paper's is {value}"
     assert got["eff_lr"] == pytest.approx(row.eff_lr, rel=1e-12), f"{name}: effective lr {got['eff_lr']}"
-    # the official recipe has no minimum lr, no gradient clipping and no accumulation (spec 2.1)
+    # the official recipe has no minimum lr, no gradient clipping and no accumulation (§2.1)
     assert got["min_lr"] == 0.0 and got["clip_grad"] is None and got["accum_steps"] == 1
     for key, value in row.extra.items():
         assert OmegaConf.select(cfg, key) == value, f"{name}: {key}"
 
 
 def test_table_effective_lrs_are_the_papers_rounded_values():
-    # spec 6.1: the paper states 1.5e-4 (pre-training), 8e-4 (BTCV), 4e-4 (BraTS), 1e-3 (CXR14)
+    # §6.1: the paper states 1.5e-4 (pre-training), 8e-4 (BTCV), 4e-4 (BraTS), 1e-3 (CXR14)
     for row, paper in [("btcv/pretrain", 1.5e-4), ("brats/pretrain", 1.5e-4), ("cxr14/pretrain", 1.5e-4),
                        ("btcv/finetune", 8e-4), ("brats/finetune", 4e-4), ("cxr14/finetune", 1e-3)]:
         assert PAPER[row].eff_lr == pytest.approx(paper, rel=0.01), row
 
 
 def test_the_table_catches_the_official_config_files_own_lr():
-    # spec 6.1: configs/unetr_btcv_1gpu.yaml says lr 4.3e-3 (effective 1.0e-4), not the paper's 8e-4
+    # §6.1: configs/unetr_btcv_1gpu.yaml says lr 4.3e-3 (effective 1.0e-4), not the paper's 8e-4
     cfg = load_config(CONFIGS / "btcv" / "finetune_mae.yaml", ["train.base_lr=4.3e-3"])
     assert _actual(cfg)["eff_lr"] != pytest.approx(PAPER["btcv/finetune"].eff_lr, rel=0.01)
 
 
 def test_script_mask_ratio_is_one_override_away():
-    # spec 6.3: the official scripts pass --mask_ratio=0.125; the shipped configs keep the paper's 0.75
+    # §6.3: the official scripts pass --mask_ratio=0.125; the shipped configs keep the paper's 0.75
     cfg = load_config(CONFIGS / "btcv" / "pretrain.yaml", ["model.mask_ratio=0.125"])
     assert cfg.model.mask_ratio == 0.125 and cfg.train.epochs == 10000
 

@@ -1,6 +1,6 @@
 """The training recipe: AdamW parameter groups (no weight decay on norms, biases, tokens and position tables),
 layer-wise lr decay scales, the linear scaling rule and the warm-up + cosine schedule
-(docs/official-code-spec.md section 2.1). Expected values are written out by hand, not computed with the
+(docs/official-code.md §2.1). Expected values are written out by hand, not computed with the
 code under test."""
 from __future__ import annotations
 
@@ -214,7 +214,7 @@ def test_schedule_cosine():
 
 
 def test_schedule_per_iteration_as_the_loop_sets_it():
-    """The loop sets lr_at(epoch + step / steps_per_epoch) before each step (spec 2.1)."""
+    """The loop sets lr_at(epoch + step / steps_per_epoch) before each step (§2.1)."""
     steps = 7
     lrs = [lr_at(e + s / steps, PEAK, EPOCHS, WARMUP, MIN) for e in range(EPOCHS) for s in range(steps)]
     assert lrs[0] == 0.0
@@ -229,6 +229,6 @@ def test_schedule_per_iteration_as_the_loop_sets_it():
 
 
 def test_last_step_of_the_paper_btcv_pretraining_is_min_lr():
-    # 10000 epochs, 100 warm-up, 3 steps per epoch (18 volumes / 6), lr 1.5e-4, no min_lr (spec 2.1, 3.1, 4)
+    # 10000 epochs, 100 warm-up, 3 steps per epoch (18 volumes / 6), lr 1.5e-4, no min_lr (§2.1, §3.1, §4)
     last = lr_at(10000 - 1 / 3, 1.5e-4, 10000, 100)
     assert 0.0 < last < 1e-12

@@ -1,4 +1,4 @@
-"""Synthetic 3D data: written in the real formats (docs/data-formats.md recipes), seeded, readable by MONAI."""
+"""Synthetic 3D data: written in the real formats (the layouts of docs/own-data-3d.md), seeded, readable by MONAI."""
 from __future__ import annotations
 
 import json

@@ -63,17 +63,47 @@ def _curve(args: argparse.Namespace) -> int:
 
     return run(args.config, args.overrides, fractions=parse_fractions(args.fractions), seeds=args.seeds,
                pretrain=args.pretrain, pretrain_overrides=args.pretrain_set, out=args.out, budget=args.budget)
+def _show_config(args: argparse.Namespace) -> int:
+    from selfmedmae.config_sources import run
+
+    return run(args.config, args.overrides, only_set=args.only_set)
+
+
+def _init_config(args: argparse.Namespace) -> int:
+    from selfmedmae.init_config import run
+
+    return run(args.kind, args.data, args.out)
+
+
+# The keys a user sets most often, shown by --help of every config command (all: docs/config-reference.md).
+CONFIG_EPILOG = """main config keys (every key, its default and the paper's value: docs/config-reference.md;
+`selfmedmae config CONFIG` prints the resolved config with the source of each value):
+  data.root=PATH          dataset folder (data files inside it are relative to it)
+  data.format=NAME        msd | btcv | brats | csv | cxr14 (docs/own-data-3d.md, docs/own-data-2d.md)
+  run.dir=PATH            run folder (config, splits, metrics, TensorBoard, checkpoints, figures)
+  run.resume=true         continue from <run.dir>/checkpoints/last.pt
+  run.device=cpu|cuda     run.precision=auto|bf16|fp16|fp32
+  train.epochs=N          train.batch_size=N  train.lr=X (absolute)  train.base_lr=X (x batch/256)
+  train.accum_steps=N     train.log_every=N (steps between log lines)  train.eval_every=N (epochs)
+  model.preset=vit_base   model.patch_size=16  model.mask_ratio=0.75
+  init=mae:PATH           fine-tuning start: scratch | mae:PATH | official:PATH | imagenet:PATH
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfmedmae",
         description="Self pre-training with masked autoencoders for medical images (2D and 3D).",
+        epilog="documentation:\n  docs/getting-started.md    install, the demo\n"
+               "  docs/own-data-3d.md        your own volumes;  docs/own-data-2d.md  your own images\n"
+               "  docs/config-reference.md   every config key\n  docs/checkpoints.md        checkpoints, convert",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_command(name: str, help_: str, handler: Callable[[argparse.Namespace], int]) -> None:
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, epilog=CONFIG_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("config", metavar="CONFIG", help="YAML config file (see configs/)")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=10")
         p.set_defaults(handler=handler)
@@ -82,17 +112,48 @@ def build_parser() -> argparse.ArgumentParser:
     config_command("finetune", "fine-tune a classifier or UNETR", _config_cmd("selfmedmae.train.finetune", "run"))
     config_command("check-data", "check a dataset before a long run", _config_cmd("selfmedmae.data.validate", "run"))
 
-    p = sub.add_parser("convert", help="import a checkpoint of the official code or of the original MAE")
-    p.add_argument("src", metavar="SRC")
-    p.add_argument("dst", metavar="DST")
-    p.add_argument("--from", dest="source_format", required=True, choices=CONVERT_SOURCES)
+    p = sub.add_parser("config", help="print the resolved config with the source of each value",
+                       description="The config a stage would run with, one key per line, each with its source: "
+                                   "default, file (which file of the _base_ chain) or override. Every key is "
+                                   "described in docs/config-reference.md.")
+    p.add_argument("config", metavar="CONFIG", help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=10")
+    p.add_argument("--only-set", action="store_true", help="leave out the keys that keep their default")
+    p.set_defaults(handler=_show_config)
+
+    p = sub.add_parser("init-config", help="write starting configs for your own data folder",
+                       description="Scan a folder (3d: NIfTI images + label maps, an MSD dataset.json or a CSV of "
+                                   "paths; 2d: a CSV of image paths and 0/1 class columns, or a folder of images) "
+                                   "and write a starting config FILE (format, channels, labels, sizes, suggested "
+                                   "crop and patch) plus FILE-stem_pretrain.yaml and _finetune.yaml with the "
+                                   "paper's recipe on top of it. Never overwrites a file. Walkthroughs: "
+                                   "docs/own-data-3d.md, docs/own-data-2d.md.")
+    p.add_argument("kind", choices=("2d", "3d"), help="2d images (classification) or 3d volumes (segmentation)")
+    p.add_argument("--data", required=True, metavar="PATH", help="the folder, dataset.json or CSV to scan")
+    p.add_argument("--out", default=None, metavar="FILE", help="data config to write (default: selfmedmae_<kind>.yaml)")
+    p.set_defaults(handler=_init_config)
+
+    p = sub.add_parser("convert", help="import a checkpoint of the official code or of the original MAE",
+                       description="Convert a checkpoint of the official SelfMedMAE code (official-mae3d: MAE3D "
+                                   "pre-training, official-unetr3d: UNETR3D fine-tuning), of the original MAE "
+                                   "(mae2d) or a timm-style 2D ViT (vit2d) into a native checkpoint that "
+                                   "load_model, init=native:PATH and evaluate read. A state dict does not record "
+                                   "the number of heads: give num_heads (and decoder_num_heads for an MAE). "
+                                   "See docs/checkpoints.md.")
+    p.add_argument("src", metavar="SRC", help="the checkpoint to read (.pth, .pth.tar, .pt)")
+    p.add_argument("dst", metavar="DST", help="the native checkpoint to write")
+    p.add_argument("--from", dest="source_format", required=True, choices=CONVERT_SOURCES,
+                   help="what SRC is")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="model values a state dict cannot tell, e.g. num_heads=12")
     p.set_defaults(handler=_convert)
 
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned checkpoint on held-out data",
                        description="Dice / HD95 (segmentation) or AUC (classification) of a fine-tuned checkpoint "
-                                   "on eval.split, with the data of its run config unless overridden.")
+                                   "on eval.split, with the data of its run config unless overridden.",
+                       epilog="Every key: docs/config-reference.md. key=value overrides the run config saved "
+                              "in the checkpoint (eval.split, eval.overlap, eval.sw_batch_size, data.root, "
+                              "run.device, ...).")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="e.g. runs/x/checkpoints/best.pt")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.split=test data.root=/data/x")
     p.add_argument("--out", default=None, help="output folder (default: <run>/eval_<split>)")
@@ -103,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="run a fine-tuned checkpoint on new volumes or images",
                        description="Label maps in each input's own geometry (NIfTI), or a CSV of label "
-                                   "probabilities for 2D images.")
+                                   "probabilities for 2D images.",
+                       epilog="Every key: docs/config-reference.md. key=value items among the inputs override "
+                              "the run config saved in the checkpoint (eval.overlap, run.device, ...).")
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="NIfTI files, folders, an MSD dataset.json (its test list), or PNG / JPEG files; "

@@ -1,7 +1,7 @@
 """Run configuration: typed sections with the paper's defaults, YAML files, ``key=value`` overrides.
 
 A run config is the merge, in order, of
-1. the schema below (every default is the paper's value, see ``docs/`` and the official spec),
+1. the schema below (every default is the paper's value; ``docs/config-reference.md`` lists every key),
 2. the YAML file given on the command line, after the files it names in ``_base_`` (paths relative to it),
 3. ``key=value`` overrides from the command line.
 
@@ -56,8 +56,12 @@ TASKS = ("segmentation", "classification")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
-    """Read one YAML file and the ``_base_`` files it names (relative to it), merged base-first."""
+def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = None) -> DictConfig:
+    """Read one YAML file and the ``_base_`` files it names (relative to it), merged base-first.
+
+    ``trail``, when given, receives ``(path, node)`` for every file read, in merge order (base first), so
+    that :mod:`selfmedmae.config_sources` can tell which file set which key.
+    """
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: _base_ chain loops back to itself")
@@ -73,12 +77,16 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     bases = node.pop("_base_", None)
     if bases is None:
+        if trail is not None:
+            trail.append((path, node))
         return node
     if isinstance(bases, str):
         bases = [bases]
     merged = OmegaConf.create({})
     for base in bases:
-        merged = OmegaConf.merge(merged, _read_yaml(path.parent / str(base), seen + (path,)))
+        merged = OmegaConf.merge(merged, _read_yaml(path.parent / str(base), seen + (path,), trail))
+    if trail is not None:
+        trail.append((path, node))
     return OmegaConf.merge(merged, node)
 
 

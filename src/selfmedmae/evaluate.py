@@ -5,7 +5,7 @@ overrides (``eval.split=test``, ``data.root=/elsewhere``, ``eval.overlap=0.25``,
 ``--out`` or ``<run>/eval_<split>/``: ``metrics.json`` (per case and per class, strict JSON), ``metrics.md``
 (the table, also printed) and ``figures/``.
 
-Segmentation (UNETR, 3D), as the official evaluation (docs/official-code-spec.md section 2.4): whole volumes
+Segmentation (UNETR, 3D), as the official evaluation (docs/official-code.md §2.4): whole volumes
 after the deterministic preprocessing (orientation, resampling, intensity, foreground crop), sliding-window
 logits (:mod:`selfmedmae.inference`), argmax (label maps) or sigmoid > 0.5 (BraTS regions), then per case
 and class Dice and HD95 in mm with the voxel spacing of the evaluated, resampled volume
@@ -25,7 +25,6 @@ in ``predictions.csv``.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from selfmedmae.errors import UserError
+from selfmedmae.train.log import progress_iter
 from selfmedmae.inference import LoadedRun, check_outputs, classify, load_run, segment_logits
 from selfmedmae.metrics import (BRATS_HD_PENALTY_MM, onehot_from_labelmap, onehot_from_logits, segmentation_scores,
                                 summarize_segmentation, write_metrics)
@@ -95,7 +95,6 @@ def _first(batch: list) -> Any:
 def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: int = 3) -> dict[str, Any]:
     """Per-case, per-class Dice / HD of a UNETR checkpoint on a 3D split; overlays of the first cases."""
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
     from selfmedmae.data.loader import build_eval_dataset, data_info
     from selfmedmae.figures_seg import plot_segmentation_overlay
@@ -116,8 +115,7 @@ def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: in
                         collate_fn=_first)
     penalty = BRATS_HD_PENALTY_MM if cfg.data.format == "brats" else None
     cases = []
-    for i, item in enumerate(tqdm(loader, total=len(dataset), desc=f"evaluate {split}", unit="case",
-                                  file=sys.stderr, disable=None)):
+    for i, item in enumerate(progress_iter(loader, len(dataset), f"evaluate {split}", "case")):
         image, label, case_id = item["image"], item["label"], str(item["id"])
         spacing = [float(s) for s in image.pixdim[:3]]  # mm, of the resampled grid the metrics are taken on
         logits = segment_logits(run, image)  # [1, K, *S]

@@ -10,7 +10,7 @@ was *trained* on, so they are used only when given again on the command line. Ot
 a GPU, float32 on the CPU: most CPUs have no bf16 units and emulate it (about 10x slower than float32 for
 UNETR's 3D convolutions, measured on an AMD EPYC), and float32 gives the exact numbers.
 
-Segmentation follows the official evaluation (docs/official-code-spec.md section 2.4): MONAI
+Segmentation follows the official evaluation (docs/official-code.md §2.4): MONAI
 ``sliding_window_inference`` over the whole preprocessed volume with windows of ``data.roi_size``,
 ``eval.overlap`` (the paper's 0.5), ``eval.sw_batch_size`` windows per forward pass, uniform ("constant")
 blending. Windows run on the device; the blended logits are kept on the CPU, so a large CT does not have to
@@ -171,7 +171,9 @@ def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
 def classify(run: LoadedRun, loader) -> tuple[list, torch.Tensor, Optional[torch.Tensor]]:
     """(ids, probabilities [N, K] float32, targets [N, K] or None) over a loader of {"image", "id"[, "label"]}."""
     ids, scores, targets = [], [], []
-    for batch in loader:
+    from selfmedmae.train.log import progress_iter
+
+    for batch in progress_iter(loader, len(loader), "classify", "batch"):
         with run.autocast():
             logits = run.model(batch["image"].to(run.device, non_blocking=True))  # [B, K]
         scores.append(torch.sigmoid(logits.float()).cpu())  # multi-label: one sigmoid per finding

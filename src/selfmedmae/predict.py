@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from selfmedmae.errors import UserError
+from selfmedmae.train.log import progress_iter
 from selfmedmae.inference import LoadedRun, classify, load_run, probabilities, segment_logits
 from selfmedmae.predict_inputs import check_image, check_volume, collect, output_stems
 
@@ -154,7 +155,6 @@ def predict_volume(run: LoadedRun, transforms, path: Path,
 
 def predict_volumes(run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool) -> None:
     import nibabel as nib
-    from tqdm import tqdm
 
     from selfmedmae.data.transforms_3d import eval_transforms
 
@@ -162,7 +162,7 @@ def predict_volumes(run: LoadedRun, files: Sequence[Path], out: Path, probs: boo
     stems = output_stems(files)
     names = class_names_3d(run.cfg, run.num_classes)
     transforms = eval_transforms(run.cfg.data, with_label=False)
-    for path, stem, shape in tqdm(list(zip(files, stems, shapes)), desc="predict", unit="volume", disable=None):
+    for path, stem, shape in progress_iter(list(zip(files, stems, shapes)), len(files), "predict", "volume"):
         label_map, prob = predict_volume(run, transforms, path, probs)
         if tuple(label_map.shape[1:]) != shape:  # cannot happen unless the inversion is broken: never write it
             raise RuntimeError(f"{path}: prediction came back as {list(label_map.shape[1:])}, not {list(shape)}")

@@ -4,7 +4,7 @@ MSD's ``dataset.json`` defines 1 = edema, 2 = non-enhancing tumour, 3 = enhancin
 BraTS regions are TC = {2, 3}, WT = {1, 2, 3}, ET = {3} (nnU-Net's conversion agrees). The official
 SelfMedMAE code (after the MONAI tutorial) uses ET = {2}; ``data.brats_et_label=2`` reproduces that,
 TC and WT are the same under both readings. MONAI's built-in ``ConvertToMultiChannelBasedOnBratsClassesd``
-puts label 1 (edema) into TC for any ``et_label``, so it is not used (docs/data-formats.md section 3.3).
+puts label 1 (edema) into TC for any ``et_label``, so it is not used (docs/own-data-3d.md §5).
 
 Output channel order TC, WT, ET, as the official ``idx2label_all['msd_brats']``.
 """

@@ -9,7 +9,7 @@ case ids of the split, so nothing is ever globbed.
 The split itself always comes from the package data ``resources/splits/btcv_<name>.json``:
 ``transunet`` (18 train / 12 test, the split the paper and the official code use) or ``unetr``
 (24 / 6, MONAI's ``dataset_0.json``). Label ids and the 8 organs the paper reports follow
-``docs/data-formats.md`` section 2.2 and the official ``btcv_8cls_idx``.
+docs/own-data-3d.md §4 and the official ``btcv_8cls_idx`` (docs/official-code.md §2.4).
 """
 from __future__ import annotations
 

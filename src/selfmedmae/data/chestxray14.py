@@ -1,4 +1,4 @@
-"""NIH ChestX-ray14 in its release layout (see docs data-formats.md section 1).
+"""NIH ChestX-ray14 in its release layout (docs/own-data-2d.md §2).
 
     <root>/images_001/images/00000001_000.png ... (Kaggle layout) or <root>/images/*.png (NIH box layout)
     <root>/Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv; ``data.csv`` names another)

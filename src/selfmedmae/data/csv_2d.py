@@ -1,9 +1,11 @@
 """The user's own 2D classification data: a CSV of image paths and one 0/1 column per class.
 
 ``data.csv`` (relative to ``data.root``) has a header row; ``data.image_column`` holds the image path
-(relative to the CSV's folder, or absolute), ``data.class_columns`` the classes (default: ``data.labels``,
-else every column other than the image, ``split`` and ``data.group_column``). With no class column the
-images are unlabelled (pre-training only). Any format PIL reads (PNG, JPEG, TIFF, BMP; 8 or 16 bit) goes
+(relative to the CSV's folder, or absolute), ``data.class_columns`` the classes. When it is not set the
+classes are ``data.labels`` if every one of them is a column, else every column other than the image,
+``split`` and ``data.group_column`` columns whose cells are all 0/1 (so a config started from a
+ChestX-ray14 one does not ask for its 14 findings). With no class column the images are unlabelled
+(pre-training only); fine-tuning then stops with a message naming the CSV and its columns. Any format PIL reads (PNG, JPEG, TIFF, BMP; 8 or 16 bit) goes
 through the same preprocessing as ChestX-ray14 (``transforms_2d.py``).
 
 Splits: a ``split`` column (train / val / test) when there is one; otherwise the project's seeded rule
@@ -27,6 +29,7 @@ import numpy as np
 from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
 from selfmedmae.data.dataset_2d import Record2D, raise_if_problems, split_groups
 from selfmedmae.data.report import DataReport
+from selfmedmae.errors import UserError
 
 SPLITS = ("train", "val", "test", "all")
 SPLIT_COLUMN = "split"
@@ -69,13 +72,21 @@ def _read_table(path: Path, report: DataReport):
     return header, rows
 
 
-def _classes(data_cfg, header: List[str]) -> List[str]:
+def _classes(data_cfg, header: List[str], rows, path: Path, report: DataReport) -> List[str]:
+    """``class_columns``; else ``labels`` when all are columns; else the columns holding only 0/1 values."""
     if data_cfg.class_columns:
         return list(data_cfg.class_columns)
-    if data_cfg.labels:
+    if data_cfg.labels and all(name in header for name in data_cfg.labels):
         return list(data_cfg.labels)
     skip = {str(data_cfg.image_column), SPLIT_COLUMN, str(data_cfg.group_column or "")}
-    return [h for h in header if h not in skip]
+    found = [h for h in header if h not in skip and h
+             and all(row[h].lower() in _TRUE | _FALSE for _, row in rows)]
+    if data_cfg.labels:
+        names = list(data_cfg.labels)
+        report.warnings.append(f"{path}: data.labels ({len(names)} names, e.g. {names[0]!r}) are not all "
+                               f"columns; the classes are the 0/1 columns {found or 'none'} "
+                               "(set data.class_columns to choose)")
+    return found
 
 
 def scan(data_cfg) -> Csv2DScan:
@@ -94,7 +105,7 @@ def scan(data_cfg) -> Csv2DScan:
     if table is None:
         return out
     header, rows = table
-    out.classes = classes = _classes(data_cfg, header)
+    out.classes = classes = _classes(data_cfg, header, rows, path, rep)
     image_col, group_col = str(data_cfg.image_column), data_cfg.group_column
     missing = [c for c in [image_col] + classes + ([str(group_col)] if group_col else []) if c not in header]
     for col in missing:
@@ -163,6 +174,10 @@ def class_names(data_cfg) -> List[str]:
     """The class columns, in the order of the label vectors; raises UserError when the CSV is unusable."""
     sc = scan(data_cfg)
     raise_if_problems(sc.report)
+    if not sc.classes:
+        raise UserError(f"{sc.csv_path}: no class column: no column other than {data_cfg.image_column!r}, "
+                        f"'split' and data.group_column holds only 0/1 values; set data.class_columns to the "
+                        f"label columns")
     return sc.classes
 
 

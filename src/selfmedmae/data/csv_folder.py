@@ -3,7 +3,8 @@
 ``data.csv`` (relative to ``data.root``) has a header row; ``data.image_column`` names the image column,
 ``data.label_column`` the label-map column (``null`` or an empty cell: the case is unlabelled, usable for
 pre-training only). An optional ``id`` column names the cases; otherwise the image file name is the id.
-Paths resolve against ``data.root``. Class names come from ``data.labels`` (background first), since a CSV
+Paths resolve against the CSV's own folder (the project's one path rule; a CSV in ``data.root`` itself
+resolves from ``data.root``), absolute paths stay as they are. Class names come from ``data.labels`` (background first), since a CSV
 cannot declare them. An MSD-style ``dataset.json`` is read by :mod:`selfmedmae.data.decathlon` instead.
 
 Example::
@@ -69,9 +70,10 @@ def read_csv_folder(root: str | os.PathLike, csv_file: Optional[str], image_colu
         if not row[image_column]:
             out.problems.append(f"{path}: line {row['_line']}: empty {image_column!r}")
             continue
-        item = {"id": row.get("id") or case_id(row[image_column]), "image": resolve(root, row[image_column])}
+        base = path.parent  # relative to the CSV that names them
+        item = {"id": row.get("id") or case_id(row[image_column]), "image": resolve(base, row[image_column])}
         if label_column and row[label_column]:
-            out.cases.append({**item, "label": resolve(root, row[label_column])})
+            out.cases.append({**item, "label": resolve(base, row[label_column])})
         else:
             out.unlabelled.append(item)
     check_unique(out.cases + out.unlabelled, path, out.problems)

@@ -8,8 +8,8 @@ without labels; like ``test`` they serve pre-training only (:mod:`selfmedmae.dat
 Images are 3D NIfTI (one channel) or 4D with the channels on the last axis (BraTS, Prostate).
 
 File lists come from the JSON only, never from globbing: the MSD archives hold macOS ``._*`` junk files
-beside the real ones. Relative paths resolve against the dataset folder (``data.root``); ``./`` prefixes
-and absolute paths work. The list order of the JSON is kept (it is not sorted by MSD).
+beside the real ones. Relative paths resolve against the folder of the ``dataset.json`` that lists them
+(``data.root`` when the file sits there, as in every MSD task); ``./`` prefixes and absolute paths work. The list order of the JSON is kept (it is not sorted by MSD).
 
 Every structural problem is collected as one ``"<file>: <problem>"`` line in :attr:`Datalist.problems`
 so that ``check-data`` can list them all at once; :func:`read_msd` never raises for a bad JSON.
@@ -146,10 +146,11 @@ def read_msd(root: str | os.PathLike, dataset_json: str = "dataset.json") -> Dat
     modality = meta.get("modality")
     if isinstance(modality, dict) and modality:
         out.channels = len(modality)
-    out.cases = parse_items(meta, "training", path, root, True, out.problems)
-    out.cases += parse_items(meta, "validation", path, root, True, out.problems)
-    out.unlabelled = parse_items(meta, "test", path, root, False, out.problems)
+    base = path.parent  # the path rule: entries are relative to the file that names them
+    out.cases = parse_items(meta, "training", path, base, True, out.problems)
+    out.cases += parse_items(meta, "validation", path, base, True, out.problems)
+    out.unlabelled = parse_items(meta, "test", path, base, False, out.problems)
     for key in ("unlabelled", "unlabeled"):
-        out.unlabelled += parse_items(meta, key, path, root, False, out.problems)
+        out.unlabelled += parse_items(meta, key, path, base, False, out.problems)
     check_unique(out.cases + out.unlabelled, path, out.problems)
     return out

@@ -1,6 +1,6 @@
 """Datasets and loaders for 3D volumes: cached decoding, random crops in worker processes.
 
-As the official code (docs/official-code-spec.md section 3.1): a training item is one volume; its
+As the official code (docs/official-code.md §3.1): a training item is one volume; its
 deterministic prefix (load, orient, resample, intensity, foreground crop) is computed once and cached
 (``data.cache``: ``memory`` -> MONAI ``CacheDataset``, ``disk`` -> ``PersistentDataset`` under
 ``data.cache_dir`` or ``<run.dir>/cache``, ``none`` -> plain ``Dataset``); the random crops run on the fly

@@ -1,6 +1,6 @@
 """Synthetic 3D datasets in the real on-disk formats, for tests and for benchmarks at realistic sizes.
 
-Each writer follows the fixture recipes of docs/data-formats.md (2.5 BTCV, 3.6 BraTS, 4 MSD):
+Each writer follows a released layout (docs/own-data-3d.md §4 BTCV, §5 BraTS, §2 MSD):
 
 * :func:`make_btcv`: ``imagesTr/img00XX.nii.gz`` int16 HU CT (air -1000, a soft-tissue body, 13 organ
   ellipsoids) + ``labelsTr/label00XX.nii.gz`` uint8 0..13, LAS affine (negative x step) with anisotropic

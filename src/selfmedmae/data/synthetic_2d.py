@@ -1,4 +1,4 @@
-"""Synthetic chest-X-ray-like data in the exact ChestX-ray14 release format (data-formats.md section 1.8).
+"""Synthetic chest-X-ray-like data in the exact ChestX-ray14 release format (docs/own-data-2d.md §2).
 
     <root>/images_001/images/PPPPPPPP_FFF.png, <root>/images_002/images/...   8-bit L PNGs
     <root>/Data_Entry_2017_v2020.csv   the real 11-field header (optionally with trailing commas)

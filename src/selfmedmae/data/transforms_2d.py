@@ -11,7 +11,7 @@ Two halves:
   official "MED" statistics (0.5, 0.225) and the grey channel repeated to ``data.in_chans``.
 
 The paper says "random crop 224 from 256"; the official code uses RandomResizedCrop(224, scale 0.08-1).
-We follow the paper (see official-code-spec.md, bug list item 9).
+We follow the paper (docs/official-code.md §6.9).
 """
 from __future__ import annotations
 

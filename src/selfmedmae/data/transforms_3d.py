@@ -1,6 +1,6 @@
 """MONAI dictionary transforms for 3D volumes: the paper's BTCV and BraTS recipes, and their inverse.
 
-Follows the official SelfMedMAE ``lib/data/med_transforms.py`` (docs/official-code-spec.md section 3):
+Follows the official SelfMedMAE ``lib/data/med_transforms.py`` (docs/official-code.md §3):
 
 * deterministic prefix (cached once per volume by ``CacheDataset`` / ``PersistentDataset``, which cache
   up to the first random transform): load (3D or 4D NIfTI -> channel first), orientation (RAS),

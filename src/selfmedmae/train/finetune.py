@@ -29,6 +29,7 @@ from selfmedmae.train.loop import make_loader, plan, train_epoch
 from selfmedmae.train.optim import build_optimizer
 from selfmedmae.train.schedule import scaled_lr
 from selfmedmae.train.state import save_training_state
+from selfmedmae.train.tb_images import overlay_panel
 from selfmedmae.train.validate import validate_classification, validate_segmentation
 
 
@@ -85,21 +86,24 @@ def run(cfg: DictConfig) -> int:
             logits = net(batch["image"].to(ctx.device, non_blocking=True))
             return task["loss"](logits, batch), plan_.micro_batch
 
+        snapshot: dict = {}  # filled by each segmentation validation with its first volume's slice
         if kind == "unetr":
             val_data = task["build_val"](ctx.rank, ctx.world_size)
 
             def validate() -> dict[str, float]:
                 return validate_segmentation(model, val_data, list(cfg.data.roi_size), task["info"].multilabel,
-                                             cfg, run_.prec, ctx, task["info"].report_subset)
+                                             cfg, run_.prec, ctx, task["info"].report_subset, show=ctx.is_main,
+                                             snapshot=snapshot)
         else:
             val_loader = DataLoader(Subset(task["val_data"], range(ctx.rank, len(task["val_data"]), ctx.world_size)),
                                     batch_size=max(1, plan_.micro_batch), num_workers=cfg.data.num_workers)
 
             def validate() -> dict[str, float]:
-                return validate_classification(model, val_loader, task["labels"], run_.prec, ctx)
+                return validate_classification(model, val_loader, task["labels"], run_.prec, ctx, show=ctx.is_main)
 
         log = common.open_log(run_, start["step"] if cfg.run.resume else None)
-        progress = Progress(tcfg.epochs * plan_.steps_per_epoch, start["step"], ctx.is_main)
+        progress = Progress(tcfg.epochs * plan_.steps_per_epoch, start["step"], ctx.is_main, plan_.steps_per_epoch,
+                            tcfg.log_every)
         sched = dict(peak=lr, epochs=tcfg.epochs, warmup_epochs=tcfg.warmup_epochs, min_lr=tcfg.min_lr)
         step, loss, scores = start["step"], math.nan, {}
         resume_at = start if start.get("step_in_epoch") else None  # a checkpoint from inside an epoch
@@ -116,9 +120,14 @@ def run(cfg: DictConfig) -> int:
                                      tcfg.save_every_steps, save_mid if ctx.is_main else None)
             resume_at = None
             log.write({"kind": "epoch", "step": step, "epoch": epoch, "loss": loss})
+            progress.epoch_done(epoch, loss, max(g["lr"] for g in optimizer.param_groups))
             if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
                 scores = validate()
                 log.write({"kind": "val", "step": step, "epoch": epoch, **scores})
+                progress.note(f"validation after epoch {epoch + 1}: {task['metric']} {scores[task['metric']]:.4f}"
+                              f" (best so far {max(best, scores[task['metric']]):.4f})")
+                if snapshot:
+                    log.add_image("val/overlay", overlay_panel(**snapshot), step)  # image | label | prediction
                 if ctx.is_main and scores[task["metric"]] > best:
                     best = scores[task["metric"]]
                     atomic_save(native(kind, args, unwrap(model).state_dict(), config=common.config_dict(cfg),

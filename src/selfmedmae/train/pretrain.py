@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> int:
 
         log = common.open_log(run_, start["step"] if cfg.run.resume else None)
         total_steps = tcfg.epochs * plan_.steps_per_epoch
-        progress = Progress(total_steps, start["step"], ctx.is_main)
+        progress = Progress(total_steps, start["step"], ctx.is_main, plan_.steps_per_epoch, tcfg.log_every)
         sched = dict(peak=lr, epochs=tcfg.epochs, warmup_epochs=tcfg.warmup_epochs, min_lr=tcfg.min_lr)
         step, loss = start["step"], math.nan
         resume_at = start if start.get("step_in_epoch") else None  # a checkpoint from inside an epoch
@@ -81,13 +81,15 @@ def run(cfg: DictConfig) -> int:
                                      tcfg.save_every_steps, save_mid if ctx.is_main else None)
             resume_at = None
             log.write({"kind": "epoch", "step": step, "epoch": epoch, "loss": loss})
+            progress.epoch_done(epoch, loss, max(g["lr"] for g in optimizer.param_groups))
             if ctx.is_main:
                 save_training_state(run_.last, "mae", args, model, optimizer, run_.prec.scaler, epoch + 1,
                                     step, common.config_dict(cfg))
                 if (epoch + 1) % tcfg.save_every == 0:
                     save_model(run_.checkpoints / f"epoch_{epoch + 1:04d}.pt", "mae", args, model)
                 if epoch == 0 or (epoch + 1) % tcfg.vis_every == 0 or epoch + 1 == tcfg.epochs:
-                    figure.save(unwrap(model), run_.dir / "figures" / f"recon_epoch_{epoch + 1:04d}.png")
+                    png = figure.save(unwrap(model), run_.dir / "figures" / f"recon_epoch_{epoch + 1:04d}.png")
+                    log.add_png("pretrain/reconstruction", png, step)  # TensorBoard's Images tab
         progress.close()
         common.check_replicas(run_, unwrap(model), log, step)
         if ctx.is_main:

@@ -12,7 +12,9 @@ from torch import nn
 
 from selfmedmae.metrics import multilabel_auc, onehot_from_labelmap, onehot_from_logits
 from selfmedmae.train.distributed import Dist
+from selfmedmae.train.log import progress_iter
 from selfmedmae.train.loop import Precision
+from selfmedmae.train.tb_images import slice_of
 
 
 def dice_per_class(pred: torch.Tensor, label: torch.Tensor) -> np.ndarray:
@@ -24,10 +26,13 @@ def dice_per_class(pred: torch.Tensor, label: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def validate_segmentation(model: nn.Module, dataset: Any, roi: list[int], multilabel: bool, cfg: Any,
-                          prec: Precision, ctx: Dist, subset: Optional[list[int]] = None) -> dict[str, float]:
+                          prec: Precision, ctx: Dist, subset: Optional[list[int]] = None, show: bool = False,
+                          snapshot: Optional[dict] = None) -> dict[str, float]:
+    """Mean Dice over this rank's share of ``dataset``. ``show``: progress per volume; ``snapshot``: a dict
+    filled with a slice of the first volume (image, label, prediction) for TensorBoard."""
     model.eval()
     rows = []
-    for i in range(len(dataset)):
+    for i in progress_iter(range(len(dataset)), len(dataset), "validation", "volume", enabled=show):
         item = dataset[i]
         image = torch.as_tensor(item["image"]).unsqueeze(0).to(ctx.device)  # [1, C, *S]
         with prec.autocast():
@@ -35,6 +40,8 @@ def validate_segmentation(model: nn.Module, dataset: Any, roi: list[int], multil
         pred = onehot_from_logits(logits.float().cpu(), multilabel)[0]  # [K, *S]
         label = torch.as_tensor(item["label"])
         label = label if multilabel else onehot_from_labelmap(label[None], pred.shape[0])[0]
+        if i == 0 and snapshot is not None:
+            snapshot.update(slice_of(item["image"], label, pred, multilabel))
         scores = dice_per_class(pred, label)
         rows.append(scores if multilabel else scores[1:])  # background is not scored
     sums = torch.tensor(np.sum(rows, axis=0) if rows else 0.0, dtype=torch.float64)
@@ -52,10 +59,10 @@ def validate_segmentation(model: nn.Module, dataset: Any, roi: list[int], multil
 
 @torch.no_grad()
 def validate_classification(model: nn.Module, loader: Any, labels: list[str], prec: Precision,
-                            ctx: Dist) -> dict[str, float]:
+                            ctx: Dist, show: bool = False) -> dict[str, float]:
     model.eval()
     scores, targets = [], []
-    for batch in loader:
+    for batch in progress_iter(loader, len(loader), "validation", "batch", enabled=show):
         with prec.autocast():
             logits = model(batch["image"].to(ctx.device))
         scores.append(torch.sigmoid(logits.float()).cpu())
