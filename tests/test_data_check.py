@@ -136,6 +136,9 @@ def test_empty_split(task, capsys):
 
 def test_too_few_cases_leave_train_empty(task, capsys):
     rc, text = check(task, capsys, "data.val_fraction=0.5", "data.test_fraction=0.5", "stage=finetune")
+    # refused by the up-front config check, before any file is read
+    assert rc == 2 and "data.test_fraction: val_fraction 0.5 + test_fraction 0.5 leave no training cases" in text
+    rc, text = check(task, capsys, "data.val_fraction=0.45", "data.test_fraction=0.45", "stage=finetune")
     assert rc == 2 and f"{task / 'dataset.json'} (4 labelled cases" in text and "split 'train' is empty" in text
 
 

@@ -62,7 +62,8 @@ def test_msd_test_images_and_an_extra_folder_join_pretraining(tmp_path, capsys):
     for name in ("a.nii.gz", "b.nii.gz", "._a.nii.gz", "notes.txt"):  # macOS junk and a text file are skipped
         (extra / name).write_bytes((root / "imagesTs" / "case_006.nii.gz").read_bytes())
     base = ["stage=pretrain", "data.format=msd", f"data.root={root}", "data.val_fraction=0.2",
-            "data.test_fraction=0.2", "data.roi_size=[8,8,8]", "data.spacing=null", "data.num_workers=0"]
+            "data.test_fraction=0.2", "data.roi_size=[8,8,8]", "model.patch_size=4", "data.spacing=null",
+            "data.num_workers=0"]
     cfg = load_config(None, base)
     labelled, unlabelled = pretrain_cases(cfg.data)
     assert len(labelled) == 3 and sorted(ids(unlabelled)) == ["case_006", "case_007"]
