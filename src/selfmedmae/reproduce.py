@@ -43,7 +43,8 @@ class Stage:
     kind: str  # pretrain | finetune | evaluate
     config: Optional[Path]  # the shipped YAML (None for evaluate)
     dir: Path  # its run folder (evaluate: the run it evaluates)
-    overrides: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # the user's, for this kind of stage
+    own: list[str] = field(default_factory=list)  # what this stage sets itself (init, seed, grid point)
     needs: Optional[str] = None  # the stage whose output it starts from
     init: Optional[str] = None  # fine-tuning: mae | scratch | imagenet (its row in the table)
     point: Optional[tuple[float, int]] = None  # ablation: (mask ratio, pre-training epochs)
@@ -112,20 +113,22 @@ def plan(opts: Options) -> list[Stage]:
                 start = {"mae": f"mae:{out / 'pretrain' / 'checkpoints' / 'last.pt'}", "scratch": "scratch",
                          "imagenet": f"imagenet:{opts.imagenet}"}[init]
                 train.append(Stage(f"finetune_{init}/seed{seed}", "finetune", cfg_dir / f"finetune_{init}.yaml",
-                                   out / f"finetune_{init}" / f"seed{seed}",
-                                   fine + [f"init={start}", f"run.seed={seed}"], source, init))
+                                   out / f"finetune_{init}" / f"seed{seed}", fine,
+                                   [f"init={start}", f"run.seed={seed}"], source, init))
     else:
         for r, e in grid(opts):
             base = f"ablation/mr{r:g}_ep{e}"
             train.append(Stage(f"{base}/pretrain", "pretrain", cfg_dir / "pretrain.yaml", out / base / "pretrain",
-                               pre + [f"model.mask_ratio={r}", f"train.epochs={e}"], point=(r, e)))
+                               pre, [f"model.mask_ratio={r}", f"train.epochs={e}"], point=(r, e)))
             for seed in range(opts.seeds):
                 train.append(Stage(f"{base}/finetune_seed{seed}", "finetune", cfg_dir / "finetune_mae.yaml",
-                                   out / base / f"finetune_seed{seed}",
-                                   fine + [f"init=mae:{out / base / 'pretrain' / 'checkpoints' / 'last.pt'}",
-                                           f"run.seed={seed}"], f"{base}/pretrain", "mae", (r, e)))
-    evals = [Stage(f"{s.name}/eval_test", "evaluate", None, s.dir, fine + ["eval.split=test"], s.name, s.init,
-                   s.point) for s in train if s.kind == "finetune"]
+                                   out / base / f"finetune_seed{seed}", fine,
+                                   [f"init=mae:{out / base / 'pretrain' / 'checkpoints' / 'last.pt'}",
+                                    f"run.seed={seed}"], f"{base}/pretrain", "mae", (r, e)))
+    # evaluation reads the run config saved in the checkpoint, which holds the user's overrides already
+    evaluation = [o for o in fine if o.startswith("eval.")] + ["eval.split=test"]
+    evals = [Stage(f"{s.name}/eval_test", "evaluate", None, s.dir, evaluation, [], s.name, s.init, s.point)
+             for s in train if s.kind == "finetune"]
     return train + evals
 
 
@@ -144,19 +147,29 @@ def grid(opts: Options) -> list[tuple[float, int]]:
     return [(float(r), int(e)) for r in ratios for e in epochs]
 
 
-def stage_config(stage: Stage, resume: bool):
-    from selfmedmae.config import load_config
+class StageConfigs:
+    """The resolved config of each training stage. The user's overrides go through the full check once per
+    (config file, overrides); each stage then adds its own few keys (a full load costs about a second)."""
 
-    extra = [f"run.dir={stage.dir}"] + (["run.resume=true"] if resume else [])
-    return load_config(stage.config, stage.overrides + extra)
+    def __init__(self):
+        self._base: dict = {}
+
+    def get(self, stage: Stage, resume: bool = False):
+        from selfmedmae.config import config_from_dict, load_config, to_dict
+
+        key = (str(stage.config), tuple(stage.overrides))
+        if key not in self._base:
+            self._base[key] = to_dict(load_config(stage.config, stage.overrides))
+        own = stage.own + [f"run.dir={stage.dir}"] + (["run.resume=true"] if resume else [])
+        return config_from_dict(self._base[key], own, source=str(stage.config))
 
 
-def check_up_front(opts: Options, stages: Sequence[Stage]) -> None:
+def check_up_front(opts: Options, stages: Sequence[Stage], configs: StageConfigs) -> None:
     """Every config loads and every key exists before the first stage starts (a typo costs seconds)."""
     for stage in stages:
         if stage.kind == "evaluate":
             continue
-        cfg = stage_config(stage, resume=False)
+        cfg = configs.get(stage)
         if cfg.train.warmup_epochs > cfg.train.epochs:
             raise UserError(f"{stage.name}: train.warmup_epochs {cfg.train.warmup_epochs} exceeds train.epochs "
                             f"{cfg.train.epochs}; lower it, e.g. pretrain:train.warmup_epochs=N")
@@ -166,7 +179,7 @@ def check_up_front(opts: Options, stages: Sequence[Stage]) -> None:
 
 def settings_guard(opts: Options, is_main: bool) -> None:
     """Refuse to mix two differently configured reproductions in one folder; seeds and stages may grow."""
-    path = opts.out / "reproduce.json"
+    path = opts.out / "settings.json"
     mine = {"dataset": opts.dataset, "overrides": sorted(o for o in opts.overrides if not o.startswith("imagenet="))}
     if path.is_file():
         theirs = json.loads(path.read_text())
@@ -213,7 +226,7 @@ class Journal:
         self.event(stage, "done")
 
 
-def run_stage(stage: Stage, journal: Journal, figures: int) -> None:
+def run_stage(stage: Stage, journal: Journal, configs: StageConfigs, figures: int) -> None:
     if stage.kind == "evaluate":
         from selfmedmae.evaluate import run as evaluate
 
@@ -232,7 +245,7 @@ def run_stage(stage: Stage, journal: Journal, figures: int) -> None:
     else:
         journal.event(stage, "run")
     stage_fn: Callable = import_module(f"selfmedmae.train.{stage.kind}").run
-    stage_fn(stage_config(stage, resume))
+    stage_fn(configs.get(stage, resume))
 
 
 def run(opts: Options) -> int:
@@ -248,7 +261,8 @@ def run(opts: Options) -> int:
     rank = int(os.environ.get("RANK", "0"))
     is_main = rank == 0
     stages = plan(opts)
-    check_up_front(opts, stages)
+    configs = StageConfigs()
+    check_up_front(opts, stages, configs)
     settings_guard(opts, is_main)
     journal = Journal(opts.out, is_main)
     kinds = opts.only or list(KINDS)
@@ -262,7 +276,7 @@ def run(opts: Options) -> int:
         if stage.needs and stage.needs not in done:
             raise UserError(f"{stage.name} starts from {stage.needs}, which is not finished; run its stage first "
                             f"(--only {next(s.kind for s in stages if s.name == stage.needs)})")
-        run_stage(stage, journal, opts.figures)
+        run_stage(stage, journal, configs, opts.figures)
         if is_main:
             journal.finish(stage)
         done.add(stage.name)
