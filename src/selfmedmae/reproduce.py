@@ -188,7 +188,9 @@ def settings_guard(opts: Options, is_main: bool) -> None:
                             f"{theirs['overrides']}, not {mine['overrides']}; choose another --out (nothing was changed)")
     elif is_main:
         opts.out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(mine, indent=1) + "\n")
+        tmp = path.with_name(".settings.json.tmp")
+        tmp.write_text(json.dumps(mine, indent=1) + "\n")
+        os.replace(tmp, path)  # other ranks read it whole or not at all
 
 
 def outputs(stage: Stage) -> list[Path]:
@@ -250,6 +252,7 @@ def run_stage(stage: Stage, journal: Journal, configs: StageConfigs, figures: in
 
 def run(opts: Options) -> int:
     from selfmedmae.reproduce_table import write_tables
+    from selfmedmae.train.distributed import cleanup, setup
 
     if opts.dataset not in DATASETS:
         raise UserError(f"{opts.dataset}: choose one of {', '.join(DATASETS)}")
@@ -267,6 +270,20 @@ def run(opts: Options) -> int:
     journal = Journal(opts.out, is_main)
     kinds = opts.only or list(KINDS)
     done = {s.name for s in stages if journal.done(s)}
+    first = next((s for s in stages if s.kind != "evaluate"), None)
+    ctx = setup(str(configs.get(first).run.device)) if first is not None else None  # one group for all stages
+    try:
+        _run_stages(stages, kinds, done, journal, configs, opts.figures, is_main)
+    finally:
+        if ctx is not None:
+            cleanup()
+    if is_main and "report" in kinds:
+        write_tables(opts, stages, done)
+    return 0
+
+
+def _run_stages(stages: Sequence[Stage], kinds: Sequence[str], done: set, journal: Journal, configs: StageConfigs,
+                figures: int, is_main: bool) -> None:
     for stage in stages:
         if stage.kind not in kinds or (stage.kind == "evaluate" and not is_main):
             continue
@@ -276,10 +293,7 @@ def run(opts: Options) -> int:
         if stage.needs and stage.needs not in done:
             raise UserError(f"{stage.name} starts from {stage.needs}, which is not finished; run its stage first "
                             f"(--only {next(s.kind for s in stages if s.name == stage.needs)})")
-        run_stage(stage, journal, configs, opts.figures)
+        run_stage(stage, journal, configs, figures)
         if is_main:
             journal.finish(stage)
         done.add(stage.name)
-    if is_main and "report" in kinds:
-        write_tables(opts, stages, done)
-    return 0
