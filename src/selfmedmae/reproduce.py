@@ -116,7 +116,7 @@ def plan(opts: Options) -> list[Stage]:
                                    out / f"finetune_{init}" / f"seed{seed}", fine,
                                    [f"init={start}", f"run.seed={seed}"], source, init))
     else:
-        for r, e in grid(opts):
+        for r, e in grid(opts, pre):
             base = f"ablation/mr{r:g}_ep{e}"
             train.append(Stage(f"{base}/pretrain", "pretrain", cfg_dir / "pretrain.yaml", out / base / "pretrain",
                                pre, [f"model.mask_ratio={r}", f"train.epochs={e}"], point=(r, e)))
@@ -132,14 +132,14 @@ def plan(opts: Options) -> list[Stage]:
     return train + evals
 
 
-def grid(opts: Options) -> list[tuple[float, int]]:
+def grid(opts: Options, pretrain_overrides: Sequence[str] = ()) -> list[tuple[float, int]]:
     from selfmedmae.config import load_config
 
     ratios = opts.mask_ratios or list(ABLATION_RATIOS)
     if opts.pretrain_epochs:
         epochs = opts.pretrain_epochs
     else:
-        full = int(load_config(opts.config_dir() / "pretrain.yaml").train.epochs)
+        full = int(load_config(opts.config_dir() / "pretrain.yaml", pretrain_overrides).train.epochs)
         epochs = sorted({max(1, round(full * f)) for f in ABLATION_FRACTIONS})
     bad = [r for r in ratios if not 0.0 < r < 1.0]
     if bad or any(e < 1 for e in epochs):
