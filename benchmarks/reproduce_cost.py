@@ -2,7 +2,7 @@
 with ``torch.utils.flop_counter`` on the real model (ViT-B/16, real crop sizes), the CPU time of one
 crop's forward + backward on this machine (measured), and GPU-hours EXTRAPOLATED from the FLOPs.
 
-    PYTHONPATH=src OMP_NUM_THREADS=2 python benchmarks/reproduce_cost.py [--no-time] [--out FILE]
+    PYTHONPATH=src OMP_NUM_THREADS=2 python benchmarks/reproduce_cost.py [--time btcv/pretrain,...] [--out FILE]
 
 GPU-hours = FLOPs per step x steps per epoch x epochs / sustained throughput, where the throughput is an
 assumption (``--peak-tflops`` x ``--mfu``), not a measurement: see docs/experiments.md for the choice.
@@ -96,7 +96,8 @@ def machine() -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--no-time", action="store_true", help="count FLOPs only (no CPU timing)")
+    p.add_argument("--time", default="all", help="experiments to time on the CPU: all, none, or a list such as "
+                                                  "btcv/pretrain,cxr14/finetune_mae (FLOPs are always counted)")
     p.add_argument("--peak-tflops", type=float, default=312.0, help="GPU dense bf16 peak (A100: 312)")
     p.add_argument("--mfu", type=float, default=0.30, help="assumed fraction of the peak sustained")
     p.add_argument("--out", default=None, help="write the JSON here")
@@ -104,12 +105,12 @@ def main() -> int:
     sustained = args.peak_tflops * args.mfu
     rows = []
     for dataset, stage in EXPERIMENTS:
-        r = measure(dataset, stage, not args.no_time)
+        r = measure(dataset, stage, args.time == "all" or f"{dataset}/{stage}" in args.time.split(","))
         total_tflop = r["tflop_per_step"] * r["steps_per_epoch"] * r["epochs"]
         r["gpu_hours_extrapolated"] = total_tflop / sustained / 3600
         rows.append(r)
         print(json.dumps(r), flush=True)
-    result = {"machine": machine(), "assumed_sustained_tflops": sustained, "peak_tflops": args.peak_tflops,
+    result = {"machine": {**machine(), "loadavg_1m_at_end": os.getloadavg()[0]}, "assumed_sustained_tflops": sustained, "peak_tflops": args.peak_tflops,
               "mfu": args.mfu, "rows": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
