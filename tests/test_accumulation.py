@@ -59,16 +59,16 @@ def test_accumulation_resumes_bit_exactly(task, tmp_path, monkeypatch):
     full = train("pretrain", task, tmp_path / "full", "train.accum_iter=2")
     real, calls = pretrain.train_epoch, []
 
-    def dies_in_epoch_2(*args, **kwargs):
+    def dies_in_epoch_1(*args, **kwargs):  # args[8]: the epoch; its first time only
         calls.append(args[8])
-        if args[8] == 2 and calls.count(2) == 1:
+        if args[8] == 1 and calls.count(1) == 1:
             raise RuntimeError("injected failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain, "train_epoch", dies_in_epoch_2)
+    monkeypatch.setattr(pretrain, "train_epoch", dies_in_epoch_1)
     with pytest.raises(RuntimeError, match="injected failure"):
         train("pretrain", task, tmp_path / "broken", "train.accum_iter=2")
-    assert state(tmp_path / "broken")["epoch"] == 2
+    assert state(tmp_path / "broken")["epoch"] == 1  # last.pt of the first epoch, then the crash
     resumed = train("pretrain", task, tmp_path / "broken", "train.accum_iter=2", "run.resume=true")
     assert resumed["step"] == full["step"]
     for key, value in full["state_dict"].items():
