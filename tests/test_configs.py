@@ -194,7 +194,7 @@ def _actual(cfg) -> dict:
                drop_path=enc["drop_path_rate"], size=tuple(input_size(cfg)), in_chans=cfg.data.in_chans,
                weight_decay=t.weight_decay,
                encoder=(enc["embed_dim"], enc["depth"], enc["num_heads"], enc["patch_size"]),
-               min_lr=t.min_lr, accum_steps=t.accum_steps, clip_grad=t.clip_grad)
+               min_lr=t.min_lr, accum_iter=t.accum_iter, clip_grad=t.clip_grad)
     if kind == "mae":
         out.update(mask_ratio=args["mask_ratio"],
                    decoder=(args["decoder_embed_dim"], args["decoder_depth"], args["decoder_num_heads"]))
@@ -232,7 +232,7 @@ def test_paper_hyperparameters(name):
         assert got[key] == pytest.approx(value), f"{name}: {key} = {got[key]}, the paper's is {value}"
     assert got["eff_lr"] == pytest.approx(row.eff_lr, rel=1e-12), f"{name}: effective lr {got['eff_lr']}"
     # the official recipe has no minimum lr, no gradient clipping and no accumulation (§2.1)
-    assert got["min_lr"] == 0.0 and got["clip_grad"] is None and got["accum_steps"] == 1
+    assert got["min_lr"] == 0.0 and got["clip_grad"] is None and got["accum_iter"] == 1
     for key, value in row.extra.items():
         assert OmegaConf.select(cfg, key) == value, f"{name}: {key}"
 
@@ -314,5 +314,5 @@ def test_bad_overrides_are_rejected_by_name(override, key):
 
 
 def test_good_override_on_a_shipped_config():
-    cfg = load_config(CONFIGS / "cxr14" / "finetune_mae.yaml", ["train.accum_steps=8", "train.epochs=2"])
-    assert cfg.train.accum_steps == 8 and cfg.train.epochs == 2 and cfg.train.batch_size == 256
+    cfg = load_config(CONFIGS / "cxr14" / "finetune_mae.yaml", ["train.accum_iter=8", "train.epochs=2"])
+    assert cfg.train.accum_iter == 8 and cfg.train.epochs == 2 and cfg.train.batch_size == 256

@@ -188,10 +188,10 @@ def test_linear_scaling_rule():
 
 def test_lr_counts_the_global_batch_not_the_micro_batch():
     class T:
-        batch_size, accum_steps = 256, 4
+        batch_size, accum_iter = 256, 4
     p = plan(T, n_items=1000, ctx=Dist(world_size=2))
-    assert (p.micro_batch, p.accum_steps, p.steps_per_epoch) == (32, 4, 3)
-    assert p.micro_batch * p.accum_steps * 2 == T.batch_size  # the effective batch the lr rule uses
+    assert (p.micro_batch, p.accum_iter, p.steps_per_epoch) == (32, 4, 3)
+    assert p.micro_batch * p.accum_iter * 2 == T.batch_size  # the effective batch the lr rule uses
 
 
 PEAK, MIN, EPOCHS, WARMUP = 1e-3, 1e-5, 10, 2

@@ -45,7 +45,7 @@ CASES = [  # (command, config, overrides, the key the one line must name)
     ("pretrain", "pre", ["data.roi_size=[16,16]"], "data.roi_size"),  # was an abort (134)
     ("pretrain", "pre", ["train.epochs=0"], "train.epochs"),
     ("pretrain", "pre", ["train.batch_size=0"], "train.batch_size"),
-    ("pretrain", "pre", ["train.accum_steps=3"], "train.accum_steps"),
+    ("pretrain", "pre", ["train.accum_iter=3"], "train.accum_iter"),
     ("pretrain", "pre", ["model.num_heads=5"], "model.num_heads"),  # 48 wide
     ("pretrain", "pre", ["model.decoder_num_heads=5"], "model.decoder_num_heads"),
     ("pretrain", "pre", ["data.val_fraction=0.6", "data.test_fraction=0.5"], "data.test_fraction"),

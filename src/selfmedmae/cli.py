@@ -63,6 +63,8 @@ def _curve(args: argparse.Namespace) -> int:
 
     return run(args.config, args.overrides, fractions=parse_fractions(args.fractions), seeds=args.seeds,
                pretrain=args.pretrain, pretrain_overrides=args.pretrain_set, out=args.out, budget=args.budget)
+
+
 def _show_config(args: argparse.Namespace) -> int:
     from selfmedmae.config_sources import run
 
@@ -84,10 +86,57 @@ CONFIG_EPILOG = """main config keys (every key, its default and the paper's valu
   run.resume=true         continue from <run.dir>/checkpoints/last.pt
   run.device=cpu|cuda     run.precision=auto|bf16|fp16|fp32
   train.epochs=N          train.batch_size=N  train.lr=X (absolute)  train.base_lr=X (x batch/256)
-  train.accum_steps=N     train.log_every=N (steps between log lines)  train.eval_every=N (epochs)
+  train.accum_iter=N      train.log_every=N (steps between log lines)  train.eval_every=N (epochs)
   model.preset=vit_base   model.patch_size=16  model.mask_ratio=0.75
   init=mae:PATH           fine-tuning start: scratch | mae:PATH | official:PATH | imagenet:PATH
 """
+def _reproduce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from selfmedmae.reproduce import Options, run, split_overrides
+
+    _, imagenet = split_overrides(args.overrides)
+    out = Path(args.out or f"runs/reproduce/{args.dataset}")
+    return run(Options(args.dataset, list(args.overrides), out, args.seeds, args.imagenet or imagenet, args.ablation,
+                       args.mask_ratios, args.pretrain_epochs, args.only, args.figures,
+                       Path(args.configs) if args.configs else None))
+
+
+def _numbers(kind: type) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated {kind.__name__} values") from None
+
+    return parse
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from selfmedmae.reproduce import DATASETS, KINDS
+
+    p = sub.add_parser("reproduce", help="a table of the paper: pre-train, fine-tune (MAE / scratch / ImageNet) "
+                                         "over seeds, evaluate, compare",
+                       description="Runs a table of the paper with the shipped configs/<DATASET>/*.yaml; re-running "
+                                   "it continues where it stopped (see docs/experiments.md).")
+    p.add_argument("dataset", choices=DATASETS, metavar="{" + ",".join(DATASETS) + "}")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="for every stage (data.root=/data/BTCV), or one kind: pretrain:train.epochs=100, "
+                        "finetune:train.accum_iter=2")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="fine-tuning seeds 0..N-1 (default 1)")
+    p.add_argument("--imagenet", default=None, metavar="PATH",
+                   help="a local ViT-B/16 ImageNet checkpoint (timm keys): adds the ImageNet-init rows")
+    p.add_argument("--ablation", action="store_true", help="the mask-ratio x pre-training-epochs grid instead")
+    p.add_argument("--mask-ratios", type=_numbers(float), default=None, metavar="R,R,...",
+                   help="ablation rows (default 0.125,0.25,0.5,0.75,0.875)")
+    p.add_argument("--pretrain-epochs", type=_numbers(int), default=None, metavar="E,E,...",
+                   help="ablation columns (default 1/4, 1/2 and all of the config's epochs)")
+    p.add_argument("--only", type=lambda t: [k for k in t.split(",") if k], default=None,
+                   metavar=",".join(KINDS), help="run only these kinds of stage")
+    p.add_argument("--out", default=None, help="output folder (default runs/reproduce/DATASET)")
+    p.add_argument("--figures", type=int, default=3, metavar="N", help="overlays per evaluation (default 3)")
+    p.add_argument("--configs", default=None, metavar="DIR", help="the configs folder (default ./configs)")
+    p.set_defaults(handler=_reproduce)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "labelled cases, so each fraction gets about the optimiser steps of the full set")
     p.add_argument("--out", default=None, help="output folder (default: curve/ beside CONFIG's run.dir)")
     p.set_defaults(handler=_curve)
+    _add_reproduce(sub)
     return parser
 
 

@@ -195,9 +195,9 @@ def check_train(cfg: Any) -> None:
     _positive(cfg, "train.epochs")
     _positive(cfg, "train.warmup_epochs", allow_zero=True)
     _positive(cfg, "train.batch_size")
-    _positive(cfg, "train.accum_steps")
-    if t.batch_size % t.accum_steps:
-        raise _err("train.accum_steps", f"{t.accum_steps} does not divide train.batch_size {t.batch_size}")
+    _positive(cfg, "train.accum_iter")
+    if t.batch_size % t.accum_iter:
+        raise _err("train.accum_iter", f"{t.accum_iter} does not divide train.batch_size {t.batch_size}")
     _positive(cfg, "train.lr")
     _positive(cfg, "train.base_lr")
     if t.lr is None and t.base_lr is None:

@@ -137,7 +137,7 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
                             "100 / 10 / 40 pre-training, 50 / 10 / 5 fine-tuning (BTCV / BraTS / CXR14)"),
     "train.batch_size": ("Global batch in images or volumes (not crops), over all processes and "
                          "accumulation steps.", "6 (3D), 256 (CXR14)"),
-    "train.accum_steps": ("Gradient accumulation: micro-batches per optimiser step (the batch is split "
+    "train.accum_iter": ("Gradient accumulation: micro-batches per optimiser step (the batch is split "
                           "into them).", "1"),
     "train.base_lr": ("lr = base_lr x batch_size / 256 (the linear scaling rule).",
                       "1.5e-4 pre-training"),

@@ -109,12 +109,12 @@ def build_train_loader(cfg, mode: str = "finetune", *, split: str = "train", bat
     """Shuffled training loader; with ``world_size > 1`` a ``DistributedSampler`` (call ``set_epoch``).
 
     ``batch_size`` counts volumes per process and step (default: ``train.batch_size`` divided by
-    ``world_size * train.accum_steps``); each batch holds ``batch_size * data.num_samples`` crops with keys
+    ``world_size * train.accum_iter``); each batch holds ``batch_size * data.num_samples`` crops with keys
     ``image`` [N, C, *roi] float32, ``label`` [N, 1, *roi] int64 (or [N, 3, *roi] float32 regions for
     brats; absent in pre-training) and ``id`` (list of case ids).
     """
     if batch_size is None:
-        batch_size = max(1, cfg.train.batch_size // (world_size * cfg.train.accum_steps))
+        batch_size = max(1, cfg.train.batch_size // (world_size * cfg.train.accum_iter))
     dataset = dataset if dataset is not None else build_train_dataset(cfg, mode, split)
     sampler = None
     if world_size > 1:

@@ -9,8 +9,11 @@ from typing import List, Optional
 class TrainConfig:
     epochs: int = 800
     warmup_epochs: int = 40
-    batch_size: int = 6  # global batch, in images / volumes (the lr rule counts these)
-    accum_steps: int = 1  # gradient accumulation: micro-batches per optimiser step
+    batch_size: int = 6  # global batch per optimiser step, in images / volumes (the lr rule counts these)
+    # gradient accumulation (the original MAE's accum_iter): micro-steps per optimiser step. Each process
+    # runs micro-batches of batch_size / (accum_iter x processes), so the global batch, and the lr the
+    # rule gives, stay the paper's whatever the number of GPUs
+    accum_iter: int = 1
     base_lr: Optional[float] = 1.5e-4  # lr = base_lr * effective batch / 256
     lr: Optional[float] = None  # absolute lr; overrides the base_lr rule when set
     min_lr: float = 0.0

@@ -35,20 +35,32 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+_users = 0  # nested setup() calls: the process group lives until the outermost cleanup()
+
+
 def setup(device: str = "auto") -> Dist:
+    """Join the torchrun process group (created on the first call; each call pairs with one cleanup()).
+
+    A command that runs several stages (``selfmedmae reproduce``) calls it once around them all: a group
+    destroyed and created again in one process can meet stale addresses in the torchrun store and hang."""
+    global _users
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local)
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend=backend)
+    if world > 1:
+        if not dist.is_initialized():
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+            if dev.type == "cuda":
+                torch.cuda.set_device(dev)
+            dist.init_process_group(backend=backend)
+        _users += 1
     return Dist(rank, local, world, dev)
 
 
 def cleanup() -> None:
-    if dist.is_initialized():
+    global _users
+    _users = max(0, _users - 1)
+    if _users == 0 and dist.is_initialized():
         dist.destroy_process_group()
 
 

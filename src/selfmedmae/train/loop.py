@@ -70,20 +70,20 @@ class Plan:
     """How a global batch is cut: per-rank micro-batches, accumulation, steps per epoch."""
 
     micro_batch: int
-    accum_steps: int
+    accum_iter: int
     steps_per_epoch: int
 
 
 def plan(train_cfg: Any, n_items: int, ctx: Dist, split_name: str = "train") -> Plan:
-    per_step = ctx.world_size * train_cfg.accum_steps
+    per_step = ctx.world_size * train_cfg.accum_iter
     if train_cfg.batch_size % per_step:
         raise UserError(f"train.batch_size {train_cfg.batch_size} is not divisible by processes x "
-                        f"train.accum_steps = {per_step}")
+                        f"train.accum_iter = {per_step}")
     steps = n_items // train_cfg.batch_size
     if steps == 0:
         raise UserError(f"the {split_name} split has {n_items} cases, fewer than train.batch_size "
                         f"{train_cfg.batch_size}")
-    return Plan(train_cfg.batch_size // per_step, train_cfg.accum_steps, steps)
+    return Plan(train_cfg.batch_size // per_step, train_cfg.accum_iter, steps)
 
 
 class ResumableSampler(DistributedSampler):
@@ -154,11 +154,11 @@ def train_epoch(model: nn.Module, loader: DataLoader, seeded: SeededDataset, opt
     and random draws as an uninterrupted run."""
     first = int(resume_at["step_in_epoch"]) if resume_at else 0
     loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
-    loader.sampler.skip = first * plan_.micro_batch * plan_.accum_steps  # type: ignore[union-attr]
+    loader.sampler.skip = first * plan_.micro_batch * plan_.accum_iter  # type: ignore[union-attr]
     seeded.set_epoch(epoch)
     model.train()
     total, count = (float(resume_at["loss_sum"]), int(resume_at["loss_count"])) if resume_at else (0.0, 0)
-    micro = first * plan_.accum_steps
+    micro = first * plan_.accum_iter
     if first:  # the generators were restored as they were after the epoch's iterator was made: do not draw again
         with torch.random.fork_rng(devices=[]):
             it = iter(loader)
@@ -169,16 +169,16 @@ def train_epoch(model: nn.Module, loader: DataLoader, seeded: SeededDataset, opt
         apply_lr(optimizer, lr)
         optimizer.zero_grad(set_to_none=True)
         step_loss, samples = 0.0, 0
-        for a in range(plan_.accum_steps):
+        for a in range(plan_.accum_iter):
             batch = next(it)
-            sync = a == plan_.accum_steps - 1 or not ctx.enabled
+            sync = a == plan_.accum_iter - 1 or not ctx.enabled
             with (contextlib.nullcontext() if sync else model.no_sync()):  # type: ignore[operator]
                 with prec.autocast():
-                    loss, n = loss_fn(batch, epoch * plan_.steps_per_epoch * plan_.accum_steps + micro)
+                    loss, n = loss_fn(batch, epoch * plan_.steps_per_epoch * plan_.accum_iter + micro)
                 micro += 1
-                scaled = loss / plan_.accum_steps
+                scaled = loss / plan_.accum_iter
                 (prec.scaler.scale(scaled) if prec.scaler else scaled).backward()
-            step_loss += float(loss.detach()) / plan_.accum_steps
+            step_loss += float(loss.detach()) / plan_.accum_iter
             samples += n
         if broadcast_flag(not torch.isfinite(torch.tensor(step_loss)), ctx):
             raise DivergedError(f"the loss became {step_loss} at epoch {epoch}, step {step}; stopped")

@@ -28,11 +28,17 @@ from selfmedmae.train.state import save_training_state
 from selfmedmae.train.visualize import ReconstructionFigure
 
 
-def masking_noise(seed: int, micro: int, n_items: int, crops: int, length: int, ctx: Dist) -> torch.Tensor:
-    """Noise for the masks of one micro-batch, drawn for the global batch and sliced per rank, so N
-    processes mask every sample exactly as one process would. [n_items * crops, length]."""
-    g = torch.Generator().manual_seed(mix(seed, 101, micro))
-    noise = torch.rand(n_items * ctx.world_size, crops, length, generator=g)[ctx.rank::ctx.world_size]
+def masking_noise(seed: int, micro: int, n_items: int, crops: int, length: int, ctx: Dist,
+                  accum_iter: int = 1) -> torch.Tensor:
+    """Noise for the masks of one micro-batch, drawn for the whole global batch of its optimiser step and
+    sliced to this micro-step and rank, so N processes with any accumulation mask every sample exactly as
+    one process with one batch would. ``micro`` counts micro-batches from the start. [n_items * crops, length]."""
+    step, a = divmod(micro, accum_iter)
+    g = torch.Generator().manual_seed(mix(seed, 101, step))
+    per_micro = n_items * ctx.world_size  # samples of one micro-step over all ranks
+    noise = torch.rand(per_micro * accum_iter, crops, length, generator=g)  # [global batch, crops, L]
+    # the sampler deals global positions round-robin to ranks; a rank's micro-batches are consecutive
+    noise = noise[a * per_micro:(a + 1) * per_micro][ctx.rank::ctx.world_size]
     return noise.reshape(-1, length)
 
 
@@ -58,7 +64,8 @@ def run(cfg: DictConfig) -> int:
         def loss_fn(batch: dict, micro: int) -> tuple[torch.Tensor, int]:
             x = batch["image"].to(ctx.device, non_blocking=True)  # [micro_batch * crops, C, *S]
             crops = x.shape[0] // plan_.micro_batch
-            noise = masking_noise(cfg.run.seed, micro, plan_.micro_batch, crops, length, ctx).to(ctx.device)
+            noise = masking_noise(cfg.run.seed, micro, plan_.micro_batch, crops, length, ctx,
+                                  plan_.accum_iter).to(ctx.device)
             loss, _, _ = net(x, noise=noise)
             return loss, plan_.micro_batch
 

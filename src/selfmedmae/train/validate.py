@@ -44,12 +44,16 @@ def validate_segmentation(model: nn.Module, dataset: Any, roi: list[int], multil
             snapshot.update(slice_of(item["image"], label, pred, multilabel))
         scores = dice_per_class(pred, label)
         rows.append(scores if multilabel else scores[1:])  # background is not scored
-    sums = torch.tensor(np.sum(rows, axis=0) if rows else 0.0, dtype=torch.float64)
-    count = torch.tensor(float(len(rows)), dtype=torch.float64)
+    # gathered as objects: a rank can hold no validation case (more ranks than cases), and then it does
+    # not know the class count; a tensor all_reduce of mismatched sizes would fail or hang
+    local = (np.sum(rows, axis=0, dtype=np.float64) if rows else None, len(rows))
+    gathered: list[Any] = [local]
     if ctx.enabled:
-        dist.all_reduce(sums)
-        dist.all_reduce(count)
-    per_class = (sums / count.clamp(min=1)).numpy()
+        gathered = [None] * ctx.world_size
+        dist.all_gather_object(gathered, local)
+    parts = [g[0] for g in gathered if g[0] is not None]
+    count = sum(g[1] for g in gathered)
+    per_class = np.sum(parts, axis=0) / max(count, 1) if parts else np.zeros(1)
     out = {"val_dice": float(np.mean(per_class))}
     if subset:  # label values (1 = first organ); per_class has no background row unless multilabel
         rows_ = [v if multilabel else v - 1 for v in subset]
