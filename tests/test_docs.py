@@ -9,7 +9,7 @@ from selfmedmae import config_reference as ref
 
 REPO = Path(__file__).resolve().parents[1]
 # pages other branches add (the experiments helper writes docs/experiments.md): checked once they exist
-PENDING = {"experiments.md"}
+PENDING: set[str] = set()  # pages linked before they exist (none now)
 
 PAGE = re.compile(r"docs/([\w-]+\.md)")  # a docs page named anywhere
 LINK = re.compile(r"\]\(([\w-]+\.md)(?:#[^)]*)?\)")  # a Markdown link from one docs page to another

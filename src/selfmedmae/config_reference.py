@@ -80,8 +80,17 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
     "data.labels": ("Class names. 3D: background first, one per label value (`null`: from `dataset.json` "
                     "or the format's own list; a 3D CSV needs them). `cxr14`: the findings to predict.",
                     "the 14 ChestX-ray14 findings; the 13 BTCV organs"),
-    "data.extra_unlabelled": ("Pre-training only: a folder of images or a datalist of extra unlabelled "
-                              "images added to the training split (random crops).", None),
+    "data.extra_unlabelled": ("Pre-training only: a folder, a glob, a `*.json` or a `*.csv` of extra "
+                              "unlabelled images added to the training split (random crops).", None),
+    "data.pretrain_on": ("`train`: pre-training sees the labelled train split plus every unlabelled image "
+                         "(CSV rows without a label, a `dataset.json`'s `test` / `unlabelled` lists, "
+                         "`data.extra_unlabelled`); `all`: also the validation and test images.", None),
+    "data.label_fraction": ("Fine-tuning only: keep this seeded fraction (0, 1] of the labelled train cases "
+                            "(nested: the 10 % subset lies inside the 25 % one for the same `label_seed`); "
+                            "validation and test are unchanged. Recorded in `splits.json`.", None),
+    "data.max_labelled": ("Fine-tuning only: at most this many labelled train cases (after "
+                          "`label_fraction`); `null`: no limit.", None),
+    "data.label_seed": ("Which subset `label_fraction` / `max_labelled` keep.", None),
     # --- data: splits ---------------------------------------------------------------------------------
     "data.split_file": ("JSON `{\"train\": [...], \"val\": [...], \"test\": [...]}` of case ids or image "
                         "paths, relative to `data.root`; cases it does not name are unused.", None),
@@ -137,6 +146,9 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
                             "100 / 10 / 40 pre-training, 50 / 10 / 5 fine-tuning (BTCV / BraTS / CXR14)"),
     "train.batch_size": ("Global batch in images or volumes (not crops), over all processes and "
                          "accumulation steps.", "6 (3D), 256 (CXR14)"),
+    "train.save_every_steps": ("Also write `last.pt` every N optimiser steps inside an epoch (0: off), so a "
+                               "stopped run resumes mid-epoch, bit-exactly (long epochs, pre-emptible "
+                               "clusters).", None),
     "train.accum_iter": ("Gradient accumulation: micro-batches per optimiser step (the batch is split "
                           "into them).", "1"),
     "train.base_lr": ("lr = base_lr x batch_size / 256 (the linear scaling rule).",
@@ -169,8 +181,10 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
     "run.device": ("`auto` (the GPU when there is one), `cpu`, `cuda`, `cuda:N`.", None),
     "run.precision": ("`auto`, `bf16`, `fp16` (GPU, with a loss scaler) or `fp32`; `auto` is bf16 where "
                       "the hardware has it, else fp32.", "fp16 autocast (official code)"),
-    "run.resume": ("Continue from `<run.dir>/checkpoints/last.pt` (model, optimiser, schedule, random "
-                   "state).", None),
+    "run.resume": ("`true`: continue from `<run.dir>/checkpoints/last.pt` (model, optimiser, schedule, "
+                   "random state); `auto`: continue when the folder holds this run's checkpoint, start "
+                   "afresh when it holds none (re-queued cluster jobs); `false`: a folder holding a run "
+                   "is refused.", None),
 }
 
 
