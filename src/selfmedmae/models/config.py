@@ -26,3 +26,4 @@ class ModelConfig:
     global_pool: bool = False  # classifier: False = class token, True = mean of patch tokens + fc_norm
     feature_size: int = 16  # UNETR decoder width
     skip_blocks: Optional[List[int]] = None  # UNETR taps, 0-based block indices; None = evenly spaced
+    channels_last: bool = False  # UNETR convolutions in channels-last memory (faster for small decoders on a CPU)

@@ -32,7 +32,8 @@ def build_model(kind: str, args: dict[str, Any]) -> nn.Module:
         return ViT(**enc)
     if kind == "classifier":
         return ViTClassifier(ViT(**enc), args["num_classes"], args.get("global_pool", False))
-    return UNETR(ViT(**enc), args["num_classes"], args.get("feature_size", 16), args.get("skip_blocks"))
+    return UNETR(ViT(**enc), args["num_classes"], args.get("feature_size", 16), args.get("skip_blocks"),
+                 channels_last=bool(args.get("channels_last", False)))
 
 
 def encoder_args(model_cfg: Any, img_size: list[int], in_chans: int, pos_embed: str) -> dict[str, Any]:
@@ -58,5 +59,6 @@ def model_args(kind: str, model_cfg: Any, img_size: list[int], in_chans: int,
     elif kind == "unetr":
         skips = model_cfg.skip_blocks
         args.update(num_classes=int(num_classes), feature_size=int(model_cfg.feature_size),
-                    skip_blocks=None if skips is None else [int(s) for s in skips])
+                    skip_blocks=None if skips is None else [int(s) for s in skips],
+                    channels_last=bool(model_cfg.channels_last))
     return args
