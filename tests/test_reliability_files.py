@@ -60,7 +60,12 @@ def test_colour_images_are_said_to_turn_grey(tmp_path):
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(grey)
     report = DataReport()
     inspect_images([str(rgb), str(grey)], report)
-    assert report.warnings == [w for w in report.warnings if "1 image(s) are colour (RGB" in w] and report.warnings
+    assert report.warnings == [w for w in report.warnings if "1 image(s) are in colour (RGB" in w] and report.warnings
+    rgba_grey = tmp_path / "rgba_grey.png"  # R = G = B (ChestX-ray14 has such files): nothing to say
+    Image.fromarray(np.dstack([np.full((8, 8), 90, np.uint8)] * 3 + [np.full((8, 8), 255, np.uint8)]), "RGBA").save(rgba_grey)
+    quiet = DataReport()
+    inspect_images([str(rgba_grey)], quiet)
+    assert quiet.warnings == []
 
 
 def _evil(tmp_path):

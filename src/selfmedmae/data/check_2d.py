@@ -27,6 +27,17 @@ def inspect_image(path: str) -> Tuple[Optional[str], Optional[str]]:
         return None, f"{path}: unreadable image ({type(exc).__name__}: {exc})".splitlines()[0]
 
 
+def _grey_in_colour(path: str) -> bool:
+    """True for an RGB(A) / palette file whose pixels are grey (R = G = B): turning it grey loses nothing
+    (ChestX-ray14 holds such RGBA files). Decodes the image: only colour-mode files get here."""
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except Exception:
+        return False
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
 def inspect_images(paths: List[str], report: DataReport, threads: int = 8) -> Counter:
     """Verify every file (threads: mostly I/O); problems into ``report``; returns a Counter of modes/sizes."""
     seen: Counter = Counter()
@@ -40,15 +51,15 @@ def inspect_images(paths: List[str], report: DataReport, threads: int = 8) -> Co
             mode = desc.split()[0]
             if mode.startswith("I"):
                 deep.append(path)
-            elif mode not in ("L", "1"):
+            elif mode not in ("L", "1") and not _grey_in_colour(path):
                 colour.append((path, mode))
     if deep:
         report.warnings.append(f"{len(deep)} image(s) have 16-bit grey levels (e.g. {deep[0]}): they are "
                                f"histogram-equalised at their full depth, then stored as 8-bit")
     if colour:
         modes = sorted({m for _, m in colour})
-        report.warnings.append(f"{len(colour)} image(s) are colour ({', '.join(modes)}; e.g. {colour[0][0]}): they "
-                               f"are converted to grey (ITU-R 601 luma; exact for R=G=B), the model sees grey")
+        report.warnings.append(f"{len(colour)} image(s) are in colour ({', '.join(modes)}; e.g. {colour[0][0]}): "
+                               f"they are converted to grey (ITU-R 601 luma), the model sees grey")
     return seen
 
 
