@@ -90,15 +90,18 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = Non
     return OmegaConf.merge(merged, node)
 
 
-def _check(cfg: DictConfig) -> None:
+def _check(cfg: DictConfig, source: str | None = None, overridden: Sequence[str] = ()) -> None:
+    def where(key: str) -> str:  # name the file a bad value came from; an override is named by its key alone
+        return f"{source}: {key}" if source and key not in overridden else key
+
     if cfg.stage not in STAGES:
-        raise ConfigError(f"stage: {cfg.stage!r} is not one of {', '.join(STAGES)}")
+        raise ConfigError(f"{where('stage')}: {cfg.stage!r} is not one of {', '.join(STAGES)}")
     if cfg.task not in TASKS:
-        raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}")
+        raise ConfigError(f"{where('task')}: {cfg.task!r} is not one of {', '.join(TASKS)}")
     if cfg.run.resume not in (True, False, "auto"):
-        raise ConfigError(f"run.resume: {cfg.run.resume!r} is not one of true, false, auto")
+        raise ConfigError(f"{where('run.resume')}: {cfg.run.resume!r} is not one of true, false, auto")
     if cfg.run.precision not in PRECISIONS:
-        raise ConfigError(f"run.precision: {cfg.run.precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"{where('run.precision')}: {cfg.run.precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 def _error(exc: OmegaConfBaseException, source: str | None) -> ConfigError:
@@ -124,7 +127,7 @@ def _build(base: object, source: str | None, overrides: Sequence[str]) -> DictCo
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         raise _error(exc, None) from None
-    _check(cfg)
+    _check(cfg, source, [item.split("=", 1)[0] for item in overrides])
     return cfg
 
 
