@@ -124,9 +124,6 @@ def test_fuzz_csv_3d(files, content):
     one_line_or_user_error(check, cfg)
 
 
-@pytest.mark.xfail(reason="fuzzing found an input on which the ChestX-ray14 Data_Entry reader raises something other "
-                          "than a one-line problem (found 2026-11-30, not yet diagnosed: issue 8 follow-up)",
-                   strict=False)
 @FUZZ
 @given(content=CSV_BYTES)
 def test_fuzz_cxr14_data_entry(files, content):
@@ -263,3 +260,15 @@ def test_fuzz_counts_are_reported(capsys):
     with capsys.disabled():
         print("\nfuzzed inputs per reader:", ", ".join(f"{k} {v}" for k, v in TRIED.items()))
     assert all(v >= 1 for v in TRIED.values())
+
+
+def test_a_data_entry_csv_that_is_not_utf8_is_one_line(files):
+    """The input fuzzing found (a lone 0x80 byte): a UnicodeDecodeError traceback before the fix."""
+    root = files / "cxr_bin"
+    (root / "images").mkdir(parents=True)
+    shutil.copy(files / "pngs" / "x0.png", root / "images" / "00000000_000.png")
+    (root / "Data_Entry_2017.csv").write_bytes(b"\x80")
+    cfg = load_config(None, ["data.format=cxr14", "data.spatial_dims=2", f"data.root={root}", "data.num_workers=0"])
+    report = check(cfg)
+    assert any(p.endswith("Data_Entry_2017.csv: not a UTF-8 text CSV (byte 0: invalid start byte)")
+               for p in report.problems), report.problems

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,37 +73,44 @@ def read_data_entry(path: Path, classes, report: DataReport) -> Dict[str, Tuple[
     """Rows of a Data_Entry csv: {file name: (label vector [K], patient id as 8 digits)}."""
     rows: Dict[str, Tuple[np.ndarray, str]] = {}
     bad = lambda line, msg: report.problems.append(f"{path}: line {line}: {msg}")  # noqa: E731
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        for fields in reader:
-            line = reader.line_num
-            fields = [x.strip() for x in fields]
-            if not any(fields):
-                continue
-            if line == 1 and not fields[0].lower().endswith(".png"):  # the header (spellings vary)
-                if len(fields) < _MIN_FIELDS:
-                    bad(line, f"header has {len(fields)} fields, expected at least {_MIN_FIELDS}")
-                continue
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:  # found by fuzzing: a binary or non-UTF-8 file
+        report.problems.append(f"{path}: not a UTF-8 text CSV (byte {exc.start}: {exc.reason})")
+        return rows
+    try:
+        table = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        report.problems.append(f"{path}: unreadable CSV ({exc})")
+        return rows
+    for line, fields in enumerate(table, 1):
+        fields = [x.strip() for x in fields]
+        if not any(fields):
+            continue
+        if line == 1 and not fields[0].lower().endswith(".png"):  # the header (spellings vary)
             if len(fields) < _MIN_FIELDS:
-                bad(line, f"{len(fields)} fields, expected at least {_MIN_FIELDS} "
-                          "(Image Index, Finding Labels, Follow-up #, Patient ID)")
-                continue
-            name, cell, pid = fields[0], fields[1], fields[3]
-            vec, problem = parse_labels(cell, classes)
-            if problem:
-                bad(line, f"{name}: {problem}")
-                continue
-            if not pid.isdigit():
-                bad(line, f"{name}: Patient ID {pid!r} is not a number")
-                continue
-            m = _NAME.match(name)
-            if m and int(m.group(1)) != int(pid):
-                bad(line, f"{name}: Patient ID {pid} does not match the file name")
-                continue
-            if name in rows:
-                bad(line, f"{name}: second row for the same image")
-                continue
-            rows[name] = (vec, f"{int(pid):08d}")
+                bad(line, f"header has {len(fields)} fields, expected at least {_MIN_FIELDS}")
+            continue
+        if len(fields) < _MIN_FIELDS:
+            bad(line, f"{len(fields)} fields, expected at least {_MIN_FIELDS} "
+                      "(Image Index, Finding Labels, Follow-up #, Patient ID)")
+            continue
+        name, cell, pid = fields[0], fields[1], fields[3]
+        vec, problem = parse_labels(cell, classes)
+        if problem:
+            bad(line, f"{name}: {problem}")
+            continue
+        if not pid.isdigit():
+            bad(line, f"{name}: Patient ID {pid!r} is not a number")
+            continue
+        m = _NAME.match(name)
+        if m and int(m.group(1)) != int(pid):
+            bad(line, f"{name}: Patient ID {pid} does not match the file name")
+            continue
+        if name in rows:
+            bad(line, f"{name}: second row for the same image")
+            continue
+        rows[name] = (vec, f"{int(pid):08d}")
     if not rows and not report.problems:
         report.problems.append(f"{path}: no data rows")
     return rows
@@ -111,7 +119,12 @@ def read_data_entry(path: Path, classes, report: DataReport) -> Dict[str, Tuple[
 def read_list(path: Path, report: DataReport) -> List[str]:
     """File names of a split list (first token of each line; blank lines skipped)."""
     names, seen = [], set()
-    for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        report.problems.append(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})")
+        return names
+    for i, line in enumerate(text.splitlines(), 1):
         tok = line.split()
         if not tok:
             continue
