@@ -29,7 +29,7 @@ demo: install
 CURVE_FRACTIONS ?= 0.1,0.25,0.5,1.0
 CURVE_SEEDS     ?= 3
 curve: install
-	$(PY) -m selfmedmae curve configs/hippocampus/finetune.yaml --pretrain configs/hippocampus/pretrain.yaml \
+	$(PY) -m selfmedmae curve configs/hippocampus/finetune.yaml --pretrain configs/hippocampus/pretrain.yaml --budget steps \
 		--fractions $(CURVE_FRACTIONS) --seeds $(CURVE_SEEDS) --out runs/hippocampus/curve
 
 # The performance benchmark (about 10-15 min on 2 CPU cores): prints its tables and appends them, with the
