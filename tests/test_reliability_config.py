@@ -146,3 +146,13 @@ def test_every_shipped_config_passes_the_up_front_check(path, monkeypatch):
     cfg = load_config(path)
     command = "check-data" if path.parent.name == "_data" else str(cfg.stage)
     config_check.validate(cfg, command)
+
+
+def test_check_data_accepts_an_init_checkpoint_not_written_yet(setup, tmp_path, capsys):
+    """The docs' walkthroughs check the data with the fine-tuning config before the pre-training that
+    writes its ``init`` checkpoint; fine-tuning itself still refuses the missing file."""
+    missing = tmp_path / "later" / "last.pt"
+    assert main(["check-data", setup["fine"], f"init=mae:{missing}"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["finetune", setup["fine"], f"init=mae:{missing}", f"run.dir={tmp_path / 'run'}"]) == 2
+    assert f"init: {missing}: checkpoint file not found" in capsys.readouterr().err

@@ -275,7 +275,9 @@ def _peek(path: str) -> dict:
     return read_checkpoint(path)
 
 
-def check_init(cfg: Any) -> None:
+def check_init(cfg: Any, may_be_missing: bool = False) -> None:
+    """``may_be_missing``: a checkpoint that does not exist yet passes (``check-data`` before the
+    pre-training that writes it); one that exists is still checked."""
     from selfmedmae.train.init import KINDS
 
     init = str(cfg.init)
@@ -285,6 +287,8 @@ def check_init(cfg: Any) -> None:
     if kind == "scratch":
         return
     if not Path(path).is_file():
+        if may_be_missing:
+            return
         raise _err("init", f"{path}: checkpoint file not found")
     dims = int(cfg.data.spatial_dims)
     ckpt = _peek(path)
@@ -332,4 +336,4 @@ def validate(cfg: Any, command: str) -> None:
     if command in TRAINING:
         check_device(cfg.run.device, str(cfg.run.precision))
     if stage == "finetune":
-        check_init(cfg)
+        check_init(cfg, may_be_missing=command == "check-data")
