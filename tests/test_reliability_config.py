@@ -71,7 +71,7 @@ CASES = [  # (command, config, overrides, the key the one line must name)
     ("finetune", "fine", ["eval.overlap=1.0"], "eval.overlap"),
     ("finetune", "fine", ["task=classification"], "task"),  # classification takes 2D images
     ("check-data", "pre", ["model.mask_ratio=1.0"], "model.mask_ratio"),  # check-data no longer says OK
-    ("check-data", "fine", ["init=mae:no_such_file.pt"], "init"),
+    ("check-data", "fine", ["init=official:{mae3d}"], "init"),  # an existing checkpoint of the wrong kind
     ("check-data", "pre", ["data.percentiles=[99,1]"], "data.percentiles"),
 ]
 
@@ -142,7 +142,7 @@ def test_every_shipped_config_passes_the_up_front_check(path, monkeypatch):
     from selfmedmae.config import load_config
 
     monkeypatch.setattr(config_check, "check_device", lambda *a, **k: None)  # a GPU config on this CPU
-    monkeypatch.setattr(config_check, "check_init", lambda cfg: None)
+    monkeypatch.setattr(config_check, "check_init", lambda cfg, **kwargs: None)
     cfg = load_config(path)
     command = "check-data" if path.parent.name == "_data" else str(cfg.stage)
     config_check.validate(cfg, command)
