@@ -22,7 +22,7 @@ test: install
 # DEMO=hippocampus or cxr14 runs one sample; SEEDS=3 compares MAE with scratch over 3 fine-tuning seeds.
 SEEDS ?= 1
 demo: install
-	$(PY) -m selfmedmae.demo $(DEMO) --seeds $(SEEDS)
+	$(PY) -m selfmedmae.experiments.demo $(DEMO) --seeds $(SEEDS)
 
 # MAE vs scratch at 10/25/50/100 % of the labelled hippocampus training cases, 3 seeds each; resumable.
 # Reuses the demo's pre-training (runs/hippocampus/pretrain) when it is finished with the same settings.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfmedmae.compare import compare, headline, markdown, table, verdict
+from selfmedmae.experiments.compare import compare, headline, markdown, table, verdict
 
 
 def seg(anterior: float, posterior: float, n: int = 34) -> dict:

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from selfmedmae.cli import main
 from selfmedmae.config import load_config
-from selfmedmae.data.config import DataConfig
+from selfmedmae.config.sections import DataConfig
 from selfmedmae.errors import UserError
 from tests.user_folders import nifti_folder, png_folder
 
@@ -37,7 +37,7 @@ def test_config_prints_every_value_with_its_source(capsys, monkeypatch):
     assert rows["data.root"] == ('"data/Task04_Hippocampus"', "file configs/_data/hippocampus.yaml")
     assert rows["data.num_samples"] == ("1", "file configs/hippocampus/finetune.yaml")  # child beats base
     assert rows["eval.overlap"] == ("0.5", "default")
-    assert set(rows) == {k for k, _, _ in __import__("selfmedmae.config_reference").config_reference.schema_keys()}
+    assert set(rows) == {k for k, _, _ in __import__("selfmedmae.config.reference").config.reference.schema_keys()}
 
 
 def test_config_only_set_and_bad_key(capsys, monkeypatch):

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from selfmedmae.config import ConfigError, load_config
 from selfmedmae.models.factory import model_args
 from selfmedmae.models.unetr import default_skip_blocks
-from selfmedmae.train.common import input_size
+from selfmedmae.train.lifecycle import input_size
 from selfmedmae.train.schedule import scaled_lr
 
 ROOT = Path(__file__).resolve().parents[1]

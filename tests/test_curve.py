@@ -104,7 +104,7 @@ def test_bad_fractions_and_configs_are_refused_before_any_run(tmp_path, capsys):
 
 def test_a_steps_budget_scales_the_epochs_of_small_fractions():
     from selfmedmae.config import load_config
-    from selfmedmae.curve import budget_overrides
+    from selfmedmae.experiments.curve import budget_overrides
 
     fine = load_config(None, ["stage=finetune", "train.epochs=8", "train.warmup_epochs=1", "train.eval_every=2"])
     assert budget_overrides(fine, 0.1, "epochs", 101) == []

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from selfmedmae.data import chestxray14 as cxr
 from selfmedmae.data import csv_2d
-from selfmedmae.data.config import DataConfig
+from selfmedmae.config.sections import DataConfig
 from selfmedmae.data.dataset_2d import build_2d_dataset, build_2d_loader, classes_2d
 from selfmedmae.data.synthetic_2d import HEADER, make_cxr14_like
 from selfmedmae.data.transforms_2d import CropNormalize, equalize_hist, load_grey, preprocess

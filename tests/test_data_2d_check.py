@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from selfmedmae.data.dataset_2d import build_2d_dataset
 from selfmedmae.data import chestxray14 as cxr
 from selfmedmae.data import csv_2d
-from selfmedmae.data.config import DataConfig
+from selfmedmae.config.sections import DataConfig
 from selfmedmae.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,9 +181,9 @@ def test_user_csv_empty_split_and_missing_column(tmp_path):
 # --- through the command line ----------------------------------------------------------------------------
 
 def _cli():
-    validate = pytest.importorskip("selfmedmae.data.validate")
+    validate = pytest.importorskip("selfmedmae.data.check")
     if not hasattr(validate, "run"):
-        pytest.skip("selfmedmae.data.validate.run is not there yet")
+        pytest.skip("selfmedmae.data.check.run is not there yet")
     from selfmedmae.cli import main
 
     return main

@@ -15,7 +15,7 @@ import pytest
 
 from selfmedmae.cli import main
 from selfmedmae.config import load_config
-from selfmedmae.data.validate import check_or_raise
+from selfmedmae.data.check import check_or_raise
 from selfmedmae.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

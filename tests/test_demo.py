@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfmedmae import demo
+from selfmedmae.experiments import demo
 from train_helpers import tiny_config, tiny_task
 
 pytestmark = pytest.mark.slow

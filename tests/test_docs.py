@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from selfmedmae import config_reference as ref
+from selfmedmae.config import reference as ref
 
 REPO = Path(__file__).resolve().parents[1]
 # pages other branches add (the experiments helper writes docs/experiments.md): checked once they exist
@@ -32,7 +32,7 @@ def test_reference_check_fails_on_a_missing_or_stray_entry():
 
 def test_committed_config_reference_is_the_generated_one():
     committed = (REPO / "docs" / "config-reference.md").read_text()
-    assert committed == ref.render(), "regenerate: python -m selfmedmae.config_reference --write"
+    assert committed == ref.render(), "regenerate: python -m selfmedmae.config.reference --write"
     for key, _, _ in ref.schema_keys():
         assert f"| `{key}` |" in committed
 

@@ -15,9 +15,9 @@ from selfmedmae.data.splits import cases_for
 from selfmedmae.data.synthetic import make_brats, make_btcv
 from selfmedmae.data.synthetic_2d import make_cxr14_like
 from selfmedmae.data.transforms_3d import eval_transforms
-from selfmedmae.evaluate import evaluate_segmentation
-from selfmedmae.inference import load_run
-from selfmedmae.metrics import BRATS_HD_PENALTY_MM
+from selfmedmae.eval.evaluate import evaluate_segmentation
+from selfmedmae.eval.inference import load_run
+from selfmedmae.eval.metrics import BRATS_HD_PENALTY_MM
 from selfmedmae.models.checkpoint import atomic_save, native
 from tiny_runs import HIPPOCAMPUS, REPO, ConstantLogits, hippocampus_subset, tiny_checkpoint
 

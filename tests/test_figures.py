@@ -7,7 +7,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from selfmedmae.errors import UserError
-from selfmedmae.figures import (
+from selfmedmae.eval.figures import (
     _pixel_mask,
     plot_learning_curves,
     plot_mae_reconstruction,
@@ -16,8 +16,8 @@ from selfmedmae.figures import (
     read_jsonl,
     segmentation_overlay_figure,
 )
-from selfmedmae.figures_common import DPI, MASK_GREY, class_colour
-from selfmedmae.figures_seg import _slice_positions
+from selfmedmae.eval.plotting import DPI, MASK_GREY, class_colour
+from selfmedmae.eval.overlay import _slice_positions
 
 
 def load(path) -> np.ndarray:

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from selfmedmae.config import load_config  # noqa: E402
-from selfmedmae.data.validate import check  # noqa: E402
+from selfmedmae.data.check import check  # noqa: E402
 from selfmedmae.errors import UserError  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SELFMEDMAE_FUZZ_EXAMPLES", "25"))
@@ -192,8 +192,8 @@ SPECIAL = st.sampled_from([0.0, -1.0, float("nan"), float("inf"), 1e30, -1e-30, 
        dims=st.lists(st.tuples(st.integers(0, 7), st.integers(-3, 70000)), max_size=2),
        cut=st.none() | st.integers(0, 600))
 def test_fuzz_nifti_headers(files, kind, bytes_, floats, dims, cut):
-    from selfmedmae.data.validate import check_case
-    from selfmedmae.predict_inputs import check_volume
+    from selfmedmae.data.check import check_case
+    from selfmedmae.eval.inputs import check_volume
 
     TRIED["NIfTI header"] = TRIED.get("NIfTI header", 0) + 1
     raw = bytearray(_valid_nifti(kind))
@@ -236,7 +236,7 @@ def _valid_png(mode: str, size: int) -> bytes:
 def test_fuzz_png(files, mode, size, mutations, cut):
     from selfmedmae.data.check_2d import inspect_image
     from selfmedmae.data.transforms_2d import preprocess
-    from selfmedmae.predict_inputs import check_image
+    from selfmedmae.eval.inputs import check_image
 
     TRIED["PNG"] = TRIED.get("PNG", 0) + 1
     raw = bytearray(_valid_png(mode, size))

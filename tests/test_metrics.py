@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfmedmae.metrics import (
+from selfmedmae.eval.metrics import (
     BRATS_HD_PENALTY_MM,
     BTCV_8_ORGAN_INDICES,
     multilabel_auc,

@@ -12,7 +12,7 @@ from torch import nn
 
 from selfmedmae.models.factory import build_model
 from selfmedmae.train.distributed import Dist
-from selfmedmae.train.loop import plan
+from selfmedmae.train.engine import plan
 from selfmedmae.train.optim import build_optimizer, param_groups
 from selfmedmae.train.schedule import apply_lr, lr_at, scaled_lr
 

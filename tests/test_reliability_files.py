@@ -15,7 +15,7 @@ from PIL import Image
 
 from selfmedmae.cli import main
 from selfmedmae.data.check_2d import inspect_images
-from selfmedmae.data.report import DataReport
+from selfmedmae.data.findings import DataReport
 from selfmedmae.data.synthetic import make_msd
 from selfmedmae.data.transforms_2d import preprocess
 from selfmedmae.errors import UserError

@@ -92,7 +92,7 @@ def test_an_unwritable_output_folder_is_refused_before_any_case_is_computed(msd,
     assert main(["evaluate", str(ckpt), "--out", str(blocker / "sub")]) == 2
     assert "cannot create the folder" in capsys.readouterr().err
     # a folder that exists but refuses writes (simulated: tests run as root, where chmod does not bind)
-    import selfmedmae.evaluate as evaluate
+    import selfmedmae.eval.evaluate as evaluate
     import selfmedmae.outputs as outputs
 
     computed = []

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from selfmedmae.cli import main
-from selfmedmae.metrics import CaseScores, multilabel_auc, summarize_segmentation, write_metrics
-from selfmedmae.report import best_validation, flatten, unique_names
+from selfmedmae.eval.metrics import CaseScores, multilabel_auc, summarize_segmentation, write_metrics
+from selfmedmae.eval.report import best_validation, flatten, unique_names
 
 CLASSES = ("Anterior", "Posterior")
 

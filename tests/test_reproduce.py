@@ -143,7 +143,7 @@ def test_brats_crash_in_a_later_stage_then_rerun(tmp_path, monkeypatch, capsys):
 
 
 def test_cxr14_two_seeds_crash_in_evaluation_then_ablation_grid(tmp_path, monkeypatch):
-    import selfmedmae.evaluate as evaluate
+    import selfmedmae.eval.evaluate as evaluate
 
     root = tmp_path / "cxr"
     make_cxr14_like(root, n_images=40, size=48, seed=1)

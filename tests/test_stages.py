@@ -6,7 +6,7 @@ import yaml
 
 from selfmedmae.config import load_config, save_config
 from selfmedmae.errors import UserError
-from selfmedmae.stages import check_same_settings, resume_overrides
+from selfmedmae.experiments.stages import check_same_settings, resume_overrides
 
 
 def test_a_run_folder_is_reused_only_for_the_same_settings(tmp_path):

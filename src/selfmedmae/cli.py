@@ -23,7 +23,7 @@ def _config_cmd(module: str, func: str) -> Callable[[argparse.Namespace], int]:
 
         cfg = load_config(args.config, args.overrides)
         if args.command == "check-data":  # the stages run the same check first thing (train/common.start)
-            from selfmedmae.config_check import validate
+            from selfmedmae.config.check import validate
 
             validate(cfg, "check-data")
         return int(getattr(import_module(module), func)(cfg) or 0)
@@ -40,39 +40,39 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from selfmedmae.evaluate import run
+    from selfmedmae.eval.evaluate import run
 
     return run(args.checkpoint, args.overrides, out=args.out, figures=args.figures, overwrite=args.overwrite)
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from selfmedmae.predict import run
+    from selfmedmae.eval.predict import run
 
     return run(args.checkpoint, args.inputs, args.out, probs=args.probabilities, figures=args.figures,
                overrides=args.overrides, overwrite=args.overwrite)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from selfmedmae.report import run
+    from selfmedmae.eval.report import run
 
     return run(args.runs, out=args.out, split=args.split)
 
 
 def _curve(args: argparse.Namespace) -> int:
-    from selfmedmae.curve import parse_fractions, run
+    from selfmedmae.experiments.curve import parse_fractions, run
 
     return run(args.config, args.overrides, fractions=parse_fractions(args.fractions), seeds=args.seeds,
                pretrain=args.pretrain, pretrain_overrides=args.pretrain_set, out=args.out, budget=args.budget)
 
 
 def _show_config(args: argparse.Namespace) -> int:
-    from selfmedmae.config_sources import run
+    from selfmedmae.config.sources import run
 
     return run(args.config, args.overrides, only_set=args.only_set)
 
 
 def _init_config(args: argparse.Namespace) -> int:
-    from selfmedmae.init_config import run
+    from selfmedmae.config.starter import run
 
     return run(args.kind, args.data, args.out)
 
@@ -93,7 +93,7 @@ CONFIG_EPILOG = """main config keys (every key, its default and the paper's valu
 def _reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from selfmedmae.reproduce import Options, run, split_overrides
+    from selfmedmae.experiments.reproduce import Options, run, split_overrides
 
     _, imagenet = split_overrides(args.overrides)
     out = Path(args.out or f"runs/reproduce/{args.dataset}")
@@ -113,7 +113,7 @@ def _numbers(kind: type) -> Callable[[str], list]:
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
-    from selfmedmae.reproduce import DATASETS, KINDS
+    from selfmedmae.experiments.reproduce import DATASETS, KINDS
 
     p = sub.add_parser("reproduce", help="a table of the paper: pre-train, fine-tune (MAE / scratch / ImageNet) "
                                          "over seeds, evaluate, compare",
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config_command("pretrain", "MAE self pre-training", _config_cmd("selfmedmae.train.pretrain", "run"))
     config_command("finetune", "fine-tune a classifier or UNETR", _config_cmd("selfmedmae.train.finetune", "run"))
-    config_command("check-data", "check a dataset before a long run", _config_cmd("selfmedmae.data.validate", "run"))
+    config_command("check-data", "check a dataset before a long run", _config_cmd("selfmedmae.data.check", "run"))
 
     p = sub.add_parser("config", help="print the resolved config with the source of each value",
                        description="The config a stage would run with, one key per line, each with its source: "

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from selfmedmae.data.dataset_2d import Record2D
-from selfmedmae.data.report import DataReport
+from selfmedmae.data.findings import DataReport
 
 
 def inspect_image(path: str) -> Tuple[Optional[str], Optional[str]]:

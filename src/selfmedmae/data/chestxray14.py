@@ -27,7 +27,7 @@ import numpy as np
 
 from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
 from selfmedmae.data.dataset_2d import Record2D, split_groups
-from selfmedmae.data.report import DataReport
+from selfmedmae.data.findings import DataReport
 
 CXR14_LABELS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",

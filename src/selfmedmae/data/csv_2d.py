@@ -28,7 +28,7 @@ import numpy as np
 
 from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
 from selfmedmae.data.dataset_2d import Record2D, raise_if_problems, split_groups
-from selfmedmae.data.report import DataReport
+from selfmedmae.data.findings import DataReport
 from selfmedmae.errors import UserError
 
 SPLITS = ("train", "val", "test", "all")

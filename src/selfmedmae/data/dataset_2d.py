@@ -217,7 +217,7 @@ def split_ids_2d(data_cfg) -> Dict[str, List[str]]:
 
 
 def check_2d(data_cfg):
-    """The :class:`~selfmedmae.data.report.DataReport` of a 2D format."""
+    """The :class:`~selfmedmae.data.findings.DataReport` of a 2D format."""
     return _format_module(data_cfg).check(data_cfg)
 
 

@@ -21,16 +21,16 @@ from torch.utils.data import DataLoader, Subset
 
 from selfmedmae.models.checkpoint import atomic_save, native, unwrap
 from selfmedmae.models.factory import build_model, model_args
-from selfmedmae.train import common
+from selfmedmae.train import lifecycle as common
 from selfmedmae.train.distributed import cleanup
-from selfmedmae.train.init import initialise
+from selfmedmae.train.initialise import initialise
 from selfmedmae.train.log import Progress
-from selfmedmae.train.loop import make_loader, plan, train_epoch
+from selfmedmae.train.engine import make_loader, plan, train_epoch
 from selfmedmae.train.optim import build_optimizer
 from selfmedmae.train.schedule import scaled_lr
 from selfmedmae.train.state import save_training_state
 from selfmedmae.train.tb_images import overlay_panel
-from selfmedmae.train.validate import validate_classification, validate_segmentation
+from selfmedmae.eval.validation import validate_classification, validate_segmentation
 
 
 def _task(cfg: DictConfig) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfmedmae.models.checkpoint import save_model, unwrap
 from selfmedmae.models.factory import build_model, model_args
-from selfmedmae.train import common
+from selfmedmae.train import lifecycle as common
 from selfmedmae.train.distributed import Dist, cleanup
 from selfmedmae.train.log import Progress
-from selfmedmae.train.loop import make_loader, plan, train_epoch
+from selfmedmae.train.engine import make_loader, plan, train_epoch
 from selfmedmae.train.optim import build_optimizer
 from selfmedmae.train.rng import mix
 from selfmedmae.train.schedule import scaled_lr

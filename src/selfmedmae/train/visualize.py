@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from selfmedmae.errors import UserError
-from selfmedmae.figures import plot_mae_reconstruction
+from selfmedmae.eval.figures import plot_mae_reconstruction
 from selfmedmae.models.mae import MAE
 
 

@@ -7,9 +7,9 @@ overrides (``eval.split=test``, ``data.root=/elsewhere``, ``eval.overlap=0.25``,
 
 Segmentation (UNETR, 3D), as the official evaluation (docs/official-code.md §2.4): whole volumes
 after the deterministic preprocessing (orientation, resampling, intensity, foreground crop), sliding-window
-logits (:mod:`selfmedmae.inference`), argmax (label maps) or sigmoid > 0.5 (BraTS regions), then per case
+logits (:mod:`selfmedmae.eval.inference`), argmax (label maps) or sigmoid > 0.5 (BraTS regions), then per case
 and class Dice and HD95 in mm with the voxel spacing of the evaluated, resampled volume
-(:func:`selfmedmae.metrics.segmentation_scores`; empty masks follow the BraTS convention documented there:
+(:func:`selfmedmae.eval.metrics.segmentation_scores`; empty masks follow the BraTS convention documented there:
 both empty -> Dice 1 / HD 0, one empty -> Dice 0 / HD = penalty). The penalty is BraTS's 373.13 mm for
 ``data.format=brats``, the diagonal of the evaluated volume otherwise. Background is not scored for label
 maps; BraTS scores its three overlapping regions TC / WT / ET. BTCV (``data.format=btcv`` or
@@ -19,7 +19,7 @@ Overlays of the first ``--figures`` cases (image, ground truth, prediction; the 
 
 Classification (ViT, 2D): centre-cropped images of the split, one sigmoid per label, ROC AUC per label and
 their mean (a label whose targets are all one value is left out of the mean and named;
-:mod:`selfmedmae.metrics_auc`), the ROC curves in ``figures/roc_curves.png`` and the scores of every image
+:mod:`selfmedmae.eval.auc`), the ROC curves in ``figures/roc_curves.png`` and the scores of every image
 in ``predictions.csv``.
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ import torch
 
 from selfmedmae.errors import UserError
 from selfmedmae.train.log import progress_iter
-from selfmedmae.inference import LoadedRun, check_outputs, classify, load_run, segment_logits
-from selfmedmae.metrics import (BRATS_HD_PENALTY_MM, onehot_from_labelmap, onehot_from_logits, segmentation_scores,
+from selfmedmae.eval.inference import LoadedRun, check_outputs, classify, load_run, segment_logits
+from selfmedmae.eval.metrics import (BRATS_HD_PENALTY_MM, onehot_from_labelmap, onehot_from_logits, segmentation_scores,
                                 summarize_segmentation, write_metrics)
 
 BATCH_2D = 32  # images per forward pass in 2D evaluation (memory-safe on a CPU for ViT-B at 224^2)
@@ -97,7 +97,7 @@ def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: in
     from torch.utils.data import DataLoader
 
     from selfmedmae.data.loader import build_eval_dataset, data_info
-    from selfmedmae.figures_seg import plot_segmentation_overlay
+    from selfmedmae.eval.overlay import plot_segmentation_overlay
 
     cfg = run.cfg
     if int(cfg.data.spatial_dims) != 3:
@@ -147,9 +147,9 @@ def evaluate_classification(run: LoadedRun, split: str, out_dir: Path) -> dict[s
     from torch.utils.data import DataLoader
 
     from selfmedmae.data.dataset_2d import build_2d_dataset, classes_2d
-    from selfmedmae.figures import plot_roc_curves
-    from selfmedmae.metrics import multilabel_auc
-    from selfmedmae.predict import write_scores_csv
+    from selfmedmae.eval.figures import plot_roc_curves
+    from selfmedmae.eval.metrics import multilabel_auc
+    from selfmedmae.eval.predict import write_scores_csv
 
     cfg = run.cfg
     if int(cfg.data.spatial_dims) != 2:

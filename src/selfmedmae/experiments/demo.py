@@ -8,7 +8,7 @@ the held-out test split, and for the volumes ``predict`` on one scan. It then pr
 numbers, and writes the same into ``runs/<sample>/report.md``. A second ``make demo`` reuses finished
 runs and resumes interrupted ones.
 
-    python -m selfmedmae.demo [hippocampus] [cxr14] [--seeds N]
+    python -m selfmedmae.experiments.demo [hippocampus] [cxr14] [--seeds N]
 
 Run folders: ``runs/<sample>/pretrain``, ``finetune`` (MAE) and ``finetune_scratch`` for seed 0, and
 ``finetune_seed<k>`` / ``finetune_scratch_seed<k>`` for the further seeds (``run.seed=k``).
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from selfmedmae.compare import compare, markdown
+from selfmedmae.experiments.compare import compare, markdown
 from selfmedmae.errors import UserError
-from selfmedmae.stages import cli, evaluate, train
+from selfmedmae.experiments.stages import cli, evaluate, train
 
 DEMOS = {
     "hippocampus": dict(data="configs/_data/hippocampus.yaml", pre="configs/hippocampus/pretrain.yaml",
@@ -54,7 +54,7 @@ def machine() -> str:
 
     import torch
 
-    from selfmedmae.train.loop import resolve_precision
+    from selfmedmae.train.engine import resolve_precision
 
     model, flags = platform.processor() or platform.machine(), set()
     try:
@@ -153,7 +153,7 @@ class _Beside:
 def _start_beside(name: str, d: dict, epochs: int) -> _Beside:
     where = run_dir(d["runs"], "scratch", 0)
     title = f"{name}: fine-tuning from scratch (seed 0)"
-    code = ("import sys; from selfmedmae.errors import UserError; from selfmedmae.stages import train\n"
+    code = ("import sys; from selfmedmae.errors import UserError; from selfmedmae.experiments.stages import train\n"
             f"try: train('finetune', {d['fine']!r}, ['init=scratch'], {where!r}, {epochs}, {title!r})\n"
             "except UserError as e: print(f'selfmedmae: error: {e}', file=sys.stderr); sys.exit(e.exit_code)\n")
     return _Beside(title, code, Path(f"{where}.log"))
@@ -163,7 +163,7 @@ def report(name: str, d: dict, comparison, seeds: int) -> str:
     """Print MAE vs scratch and write ``runs/<sample>/report.md``."""
     runs = [run_dir(d["runs"], i, s) for s in range(seeds) for i in ("mae", "scratch")]
     note = (f"Fine-tuning config `{d['fine']}` for both (scratch: `init=scratch`), pre-training `{d['pre']}`; "
-            f"runs: {', '.join(f'`{r}`' for r in runs)}. Reproduce: `python -m selfmedmae.demo {name} "
+            f"runs: {', '.join(f'`{r}`' for r in runs)}. Reproduce: `python -m selfmedmae.experiments.demo {name} "
             f"--seeds {seeds}`.")
     text = markdown(comparison, f"{name}: MAE vs scratch on the test split", note)
     path = Path(d["runs"]) / "report.md"
@@ -174,7 +174,7 @@ def report(name: str, d: dict, comparison, seeds: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m selfmedmae.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m selfmedmae.experiments.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", metavar="SAMPLE", help=f"{' | '.join(DEMOS)} (default: all)")
     parser.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds per init (default 1)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])

@@ -16,7 +16,7 @@ the label-efficiency experiment, where a user decides whether self pre-training 
    cases) and ``curve.png`` (mean Dice or mean AUC against the fraction, MAE vs scratch, std error bars)
    in ``--out`` (default: ``curve/`` beside CONFIG's run folder).
 
-Re-running skips finished runs and resumes interrupted ones (:mod:`selfmedmae.stages`). The runs live in
+Re-running skips finished runs and resumes interrupted ones (:mod:`selfmedmae.experiments.stages`). The runs live in
 ``<out>/runs/f<fraction>_s<seed>_<init>/``.
 """
 from __future__ import annotations
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from selfmedmae.compare import compare, headline, mean_std, n_evaluated, pm, verdict
+from selfmedmae.experiments.compare import compare, headline, mean_std, n_evaluated, pm, verdict
 from selfmedmae.errors import UserError
-from selfmedmae.stages import evaluate, train
+from selfmedmae.experiments.stages import evaluate, train
 
 INITS = ("mae", "scratch")
 BUDGETS = ("epochs", "steps")
@@ -65,7 +65,7 @@ def run_name(fraction: float, seed: int, init: str) -> str:
 def _prepare(config: str, overrides: Sequence[str], pretrain: Optional[str], pretrain_overrides: Sequence[str]):
     """Both configs loaded and checked before anything long starts; (fine cfg, pre cfg or None, mae init)."""
     from selfmedmae.config import load_config
-    from selfmedmae.data.validate import check_or_raise
+    from selfmedmae.data.check import check_or_raise
 
     fine = load_config(config, overrides)
     if fine.stage != "finetune":
@@ -185,7 +185,7 @@ def _signed(mean: float, std: float) -> str:
 
 def write_outputs(points: Sequence[Point], out_dir: Path, command: str = "") -> list[Path]:
     """curve.md, curve.csv (one line per run), curve.json and curve.png in ``out_dir``."""
-    from selfmedmae.curve_plot import plot_curve
+    from selfmedmae.experiments.curve_plot import plot_curve
 
     out_dir.mkdir(parents=True, exist_ok=True)
     metric = headline(points[0].metrics)[0]

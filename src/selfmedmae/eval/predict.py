@@ -35,8 +35,8 @@ import torch
 
 from selfmedmae.errors import UserError
 from selfmedmae.train.log import progress_iter
-from selfmedmae.inference import LoadedRun, classify, load_run, probabilities, segment_logits
-from selfmedmae.predict_inputs import check_image, check_volume, collect, output_stems
+from selfmedmae.eval.inference import LoadedRun, classify, load_run, probabilities, segment_logits
+from selfmedmae.eval.inputs import check_image, check_volume, collect, output_stems
 
 BATCH_2D = 32
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -174,7 +174,7 @@ def predict_volumes(run: LoadedRun, files: Sequence[Path], out: Path, probs: boo
         if prob is not None:
             _write_like(ref, np.moveaxis(prob.numpy(), 0, -1), np.float32, out / f"{stem}_probabilities.nii.gz")
         if figures:
-            from selfmedmae.figures_seg import plot_segmentation_overlay
+            from selfmedmae.eval.overlay import plot_segmentation_overlay
 
             image = np.asarray(ref.dataobj, dtype=np.float32)
             image = image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0)  # [C, *S0]

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from selfmedmae.report import flatten
+from selfmedmae.eval.report import flatten
 
 CHANCE_AUC = 0.5
 TIE = 5e-4  # |gap| below this prints as a tie (the tables show 3 decimals)

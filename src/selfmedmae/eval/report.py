@@ -100,7 +100,7 @@ def read_run(run_dir: str | os.PathLike, split: Optional[str] = None) -> RunResu
                         f"eval.split={split}` first)")
     log = run_dir / "metrics.jsonl"
     if log.is_file():
-        from selfmedmae.figures import read_jsonl
+        from selfmedmae.eval.figures import read_jsonl
 
         metrics, best = best_validation(read_jsonl(log))
         if best is not None:
@@ -190,7 +190,7 @@ def run(run_dirs: Sequence[str | os.PathLike], out: Optional[str | os.PathLike] 
 
 
 def _learning_curves(runs: Sequence[RunResult], path: Path) -> Optional[Path]:
-    from selfmedmae.figures import plot_learning_curves, read_jsonl
+    from selfmedmae.eval.figures import plot_learning_curves, read_jsonl
 
     logs = {r.name: read_jsonl(r.dir / "metrics.jsonl") for r in runs if (r.dir / "metrics.jsonl").is_file()}
     if not logs:

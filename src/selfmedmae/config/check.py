@@ -278,7 +278,7 @@ def _peek(path: str) -> dict:
 def check_init(cfg: Any, may_be_missing: bool = False) -> None:
     """``may_be_missing``: a checkpoint that does not exist yet passes (``check-data`` before the
     pre-training that writes it); one that exists is still checked."""
-    from selfmedmae.train.init import KINDS
+    from selfmedmae.train.initialise import KINDS
 
     init = str(cfg.init)
     kind, _, path = init.partition(":")

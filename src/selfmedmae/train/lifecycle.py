@@ -21,7 +21,7 @@ from selfmedmae.config import save_config, to_dict
 from selfmedmae.errors import Stopped, Terminated, UserError
 from selfmedmae.train.distributed import Dist, barrier, broadcast_flag, digests_across, setup
 from selfmedmae.train.log import MetricsLog
-from selfmedmae.train.loop import DivergedError, Precision, precision
+from selfmedmae.train.engine import DivergedError, Precision, precision
 from selfmedmae.train.rng import seed_everything
 from selfmedmae.train.run_dir import RunLock, decide_resume, held_files
 from selfmedmae.train.state import resume_training_state
@@ -58,7 +58,7 @@ def input_size(cfg: DictConfig) -> list[int]:
 
 
 def check_data(cfg: DictConfig) -> None:
-    from selfmedmae.data.validate import check_or_raise
+    from selfmedmae.data.check import check_or_raise
 
     check_or_raise(cfg)
 
@@ -67,7 +67,7 @@ def start(cfg: DictConfig, command: str) -> Run:
     """Config check, distributed setup, the run folder claimed (lock, ownership, resume decision), the data
     check, config and splits saved. Nothing is written before every check has passed; a refusal changes
     nothing in the folder. ``cfg.run.resume`` leaves as a plain bool (``auto`` decided here)."""
-    from selfmedmae.config_check import validate
+    from selfmedmae.config.check import validate
 
     validate(cfg, command)
     ctx = setup(cfg.run.device)

@@ -1,6 +1,6 @@
 """The tables of ``selfmedmae reproduce``: our test-split numbers beside the paper's (Zhou et al., ISBI 2023).
 
-Our numbers are read with :func:`selfmedmae.report.read_run` from each fine-tuned run's
+Our numbers are read with :func:`selfmedmae.eval.report.read_run` from each fine-tuned run's
 ``eval_test/metrics.json`` and given as mean ± sample std over the seeds, in percent like the paper.
 Paper numbers are only those we have a source for; every other cell says "not stated" (never a guess).
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from selfmedmae.report import read_run
+from selfmedmae.eval.report import read_run
 
 NOT_STATED = "not stated"
 INITS = ("scratch", "imagenet", "mae")  # table row order: random init, ImageNet, MAE self pre-training
@@ -119,7 +119,7 @@ def write(text: str, record: dict, md: Path, js: Optional[Path] = None) -> None:
 
 def write_tables(opts, stages: Sequence, done: set) -> None:
     """``reproduce.md`` / ``.json`` (or ``ablation.md`` / ``.json``) and ``report/`` from the evaluated runs."""
-    from selfmedmae.report import run as report
+    from selfmedmae.eval.report import run as report
 
     evaluated = [s for s in stages if s.kind == "evaluate" and s.name in done]
     if opts.ablation:

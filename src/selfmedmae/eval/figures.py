@@ -1,6 +1,6 @@
 """Figures people look at: ROC curves per label, MAE reconstructions (the paper's Fig. 2), learning curves.
 
-Segmentation overlays (the paper's Fig. 3) are in `figures_seg.py` and re-exported here. Every `plot_*`
+Segmentation overlays (the paper's Fig. 3) are in `overlay.py` and re-exported here. Every `plot_*`
 function writes one PNG to the given path and returns the path. No pyplot: see `figures_common`.
 
 Learning-curve records are the lines of a run's `metrics.jsonl`, read with `read_jsonl`. A record contributes
@@ -22,9 +22,9 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from selfmedmae.errors import UserError
-from selfmedmae.figures_common import MASK_GREY, class_colour, save, to_numpy, window
-from selfmedmae.figures_seg import plot_segmentation_overlay, segmentation_overlay_figure  # noqa: F401
-from selfmedmae.metrics_auc import roc_auc, roc_curve
+from selfmedmae.eval.plotting import MASK_GREY, class_colour, save, to_numpy, window
+from selfmedmae.eval.overlay import plot_segmentation_overlay, segmentation_overlay_figure  # noqa: F401
+from selfmedmae.eval.auc import roc_auc, roc_curve
 
 __all__ = ["plot_roc_curves", "plot_mae_reconstruction", "plot_learning_curves", "read_jsonl",
            "plot_segmentation_overlay", "segmentation_overlay_figure"]
@@ -137,7 +137,7 @@ def plot_mae_reconstruction(
             img = arr[b]
             if a is None:
                 ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-            else:  # middle slice, NIfTI-style display as in figures_seg
+            else:  # middle slice, NIfTI-style display as in overlay
                 ax.imshow(np.take(img, img.shape[a] // 2, axis=a).T, cmap=cmap, vmin=lo, vmax=hi, origin="lower",
                           interpolation="nearest")
             ax.set_xticks([])

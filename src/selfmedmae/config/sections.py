@@ -1,12 +1,9 @@
-"""Data section of the run config. Defaults follow the paper's BTCV recipe; shipped configs set the rest.
-
-Owned by the data modules; each field says which formats read it.
-"""
+"""The sections of the run config: data, model, training and evaluation. The paper's recipe is the default;
+shipped configs set the rest. Each field says which formats or stages read it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import List, Optional
-
 
 @dataclass
 class DataConfig:
@@ -66,3 +63,56 @@ class DataConfig:
     cache_dir: Optional[str] = None  # disk cache; None = <run.dir>/cache
     num_workers: int = 2
     cache_rate: float = 1.0  # memory cache: fraction of the training volumes held (the rest load each time)
+
+@dataclass
+class ModelConfig:
+    preset: str = "vit_base"  # see selfmedmae.models.presets.PRESETS
+    embed_dim: Optional[int] = None  # None: the preset's value
+    depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_path_rate: float = 0.0  # fine-tuning uses 0.1
+    # masked autoencoder (pre-training)
+    mask_ratio: float = 0.75  # fraction of patches hidden from the encoder
+    decoder_embed_dim: int = 384
+    decoder_depth: int = 8
+    decoder_num_heads: int = 12
+    norm_pix_loss: bool = True
+    norm_pix_unbiased: bool = False  # False: LayerNorm-style biased variance (official 3D); True: original MAE
+    # fine-tuning heads
+    global_pool: bool = False  # classifier: False = class token, True = mean of patch tokens + fc_norm
+    feature_size: int = 16  # UNETR decoder width
+    skip_blocks: Optional[List[int]] = None  # UNETR taps, 0-based block indices; None = evenly spaced
+    channels_last: bool = False  # UNETR convolutions in channels-last memory (faster for small decoders on a CPU)
+
+@dataclass
+class TrainConfig:
+    epochs: int = 800
+    warmup_epochs: int = 40
+    batch_size: int = 6  # global batch per optimiser step, in images / volumes (the lr rule counts these)
+    # gradient accumulation (the original MAE's accum_iter): micro-steps per optimiser step. Each process
+    # runs micro-batches of batch_size / (accum_iter x processes), so the global batch, and the lr the
+    # rule gives, stay the paper's whatever the number of GPUs
+    accum_iter: int = 1
+    base_lr: Optional[float] = 1.5e-4  # lr = base_lr * effective batch / 256
+    lr: Optional[float] = None  # absolute lr; overrides the base_lr rule when set
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    layer_decay: float = 1.0  # fine-tuning: 0.75
+    clip_grad: Optional[float] = None
+    save_every: int = 50  # epochs between periodic checkpoints (last.pt is written every epoch)
+    save_every_steps: int = 0  # also write last.pt every N optimiser steps inside an epoch (0: off); resumes mid-epoch
+    vis_every: int = 20  # pre-training: epochs between reconstruction figures
+    eval_every: int = 1  # fine-tuning: epochs between validations
+    log_every: int = 10  # steps between metrics.jsonl lines
+
+
+@dataclass
+class EvalConfig:
+    split: str = "val"  # val | test | all
+    overlap: float = 0.5  # sliding-window overlap (paper: 0.5)
+    sw_batch_size: int = 4
+    hd_percentile: float = 95.0

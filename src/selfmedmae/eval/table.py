@@ -1,4 +1,4 @@
-"""Markdown tables for the metric dicts of `metrics.summarize_segmentation` and `metrics_auc.multilabel_auc`.
+"""Markdown tables for the metric dicts of `metrics.summarize_segmentation` and `auc.multilabel_auc`.
 
 The same text is printed by `evaluate` and saved as `metrics.md`. Top-level scalar entries other than the
 metrics themselves (checkpoint, split, ...) are listed above the table. NaN prints as "n/a".

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from selfmedmae.data.config import DataConfig
+from selfmedmae.config.sections import DataConfig
 from selfmedmae.errors import UserError
-from selfmedmae.models.config import ModelConfig
-from selfmedmae.train.config import EvalConfig, TrainConfig
+from selfmedmae.config.sections import ModelConfig
+from selfmedmae.config.sections import EvalConfig, TrainConfig
 
 
 class ConfigError(UserError):
@@ -35,7 +35,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 (GPU) | fp32
     # false | true (continue from <dir>/checkpoints/last.pt) | auto (resume if this run has a checkpoint, else
-    # start fresh: re-queued cluster jobs). Any: OmegaConf has no bool-or-string type; config_check validates it
+    # start fresh: re-queued cluster jobs). Any: OmegaConf has no bool-or-string type; config.check validates it
     resume: Any = False
 
 
@@ -60,7 +60,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = Non
     """Read one YAML file and the ``_base_`` files it names (relative to it), merged base-first.
 
     ``trail``, when given, receives ``(path, node)`` for every file read, in merge order (base first), so
-    that :mod:`selfmedmae.config_sources` can tell which file set which key.
+    that :mod:`selfmedmae.config.sources` can tell which file set which key.
     """
     path = path.resolve()
     if path in seen:
@@ -70,7 +70,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = Non
     try:
         node = OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends
-        from selfmedmae.config_check import yaml_error_text
+        from selfmedmae.config.check import yaml_error_text
 
         raise ConfigError(f"{path}: not valid YAML ({yaml_error_text(exc)})") from None
     if not isinstance(node, DictConfig):

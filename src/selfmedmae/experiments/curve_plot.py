@@ -9,14 +9,14 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from selfmedmae.figures_common import save
+from selfmedmae.eval.plotting import save
 
 STYLE = {"mae": dict(color="tab:blue", marker="o", label="MAE pre-trained"),
          "scratch": dict(color="tab:grey", marker="s", label="from scratch")}
 
 
 def plot_curve(rows: Sequence[dict], metric: str, n_test: int, path: str | Path) -> Path:
-    """``rows`` from :func:`selfmedmae.curve.summarize`. The x axis is logarithmic (fractions such as
+    """``rows`` from :func:`selfmedmae.experiments.curve.summarize`. The x axis is logarithmic (fractions such as
     0.1 / 0.25 / 0.5 / 1 are evenly spread); each tick also names the number of labelled cases."""
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()

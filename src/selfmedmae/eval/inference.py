@@ -111,7 +111,7 @@ def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> Lo
     if not isinstance(ckpt.get("config"), dict):
         raise UserError(f"{path}: has no run config (key 'config'); it was not written by `selfmedmae finetune`")
     cfg = config_from_dict(ckpt["config"], overrides, source=str(path))
-    from selfmedmae.config_check import validate
+    from selfmedmae.config.check import validate
 
     validate(cfg, "evaluate")  # an override such as eval.overlap=1 or a bad data.roi_size, before any work
     try:

@@ -10,10 +10,10 @@ import torch.distributed as dist
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from selfmedmae.metrics import multilabel_auc, onehot_from_labelmap, onehot_from_logits
+from selfmedmae.eval.metrics import multilabel_auc, onehot_from_labelmap, onehot_from_logits
 from selfmedmae.train.distributed import Dist
 from selfmedmae.train.log import progress_iter
-from selfmedmae.train.loop import Precision
+from selfmedmae.train.engine import Precision
 from selfmedmae.train.tb_images import slice_of
 
 

@@ -27,7 +27,7 @@ code's mean over volumes of per-volume class means.
 
 HD95 is MONAI's: edge voxels by binary erosion, exact Euclidean distances scaled by the voxel spacing, the
 95th percentile (linear interpolation) of each directed set of distances, and the larger of the two.
-Classification metrics (ROC AUC) live in `metrics_auc.py` and are re-exported here.
+Classification metrics (ROC AUC) live in `auc.py` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-from selfmedmae.metrics_auc import multilabel_auc, roc_auc, roc_curve  # noqa: F401  (re-exported)
-from selfmedmae.metrics_table import metrics_markdown
+from selfmedmae.eval.auc import multilabel_auc, roc_auc, roc_curve  # noqa: F401  (re-exported)
+from selfmedmae.eval.table import metrics_markdown
 
 __all__ = ["BRATS_HD_PENALTY_MM", "BTCV_8_ORGAN_INDICES", "CaseScores", "onehot_from_logits", "onehot_from_labelmap",
            "segmentation_scores", "summarize_segmentation", "write_metrics", "metrics_markdown", "roc_auc",

@@ -5,9 +5,9 @@ The stages, with the shipped configs ``configs/<dataset>/*.yaml``, each in its o
 1. ``pretrain``: MAE self pre-training (once);
 2. ``finetune_{mae,scratch,imagenet}/seed<k>``: fine-tuning from the MAE encoder, from scratch, and from
    a local ImageNet ViT-B/16 when ``--imagenet PATH`` (or ``imagenet=PATH``) is given, for seeds 0..N-1;
-3. ``.../eval_test``: :mod:`selfmedmae.evaluate` of each ``best.pt`` on the test split;
-4. ``reproduce.md`` / ``reproduce.json`` (ours beside the paper's, :mod:`selfmedmae.reproduce_table`) and
-   ``report/`` (:mod:`selfmedmae.report`: every metric, learning curves).
+3. ``.../eval_test``: :mod:`selfmedmae.eval.evaluate` of each ``best.pt`` on the test split;
+4. ``reproduce.md`` / ``reproduce.json`` (ours beside the paper's, :mod:`selfmedmae.experiments.reproduce_table`) and
+   ``report/`` (:mod:`selfmedmae.eval.report`: every metric, learning curves).
 
 ``--ablation`` runs the mask-ratio x pre-training-epochs grid instead (``ablation/mr<r>_ep<e>/...``, table
 ``ablation.md``). ``key=value`` overrides apply to every stage; ``pretrain:key=value`` or
@@ -230,7 +230,7 @@ class Journal:
 
 def run_stage(stage: Stage, journal: Journal, configs: StageConfigs, figures: int) -> None:
     if stage.kind == "evaluate":
-        from selfmedmae.evaluate import run as evaluate
+        from selfmedmae.eval.evaluate import run as evaluate
 
         journal.event(stage, "run")
         evaluate(stage.dir / "checkpoints" / "best.pt", stage.overrides, out=stage.dir / "eval_test", figures=figures)
@@ -251,7 +251,7 @@ def run_stage(stage: Stage, journal: Journal, configs: StageConfigs, figures: in
 
 
 def run(opts: Options) -> int:
-    from selfmedmae.reproduce_table import write_tables
+    from selfmedmae.experiments.reproduce_table import write_tables
     from selfmedmae.train.distributed import cleanup, setup
 
     if opts.dataset not in DATASETS:

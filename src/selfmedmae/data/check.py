@@ -1,7 +1,7 @@
 """``selfmedmae check-data``: find every problem of a dataset before a long run starts.
 
 :func:`check` reads the datalist (``dataset.json`` / CSV / BTCV names), the split, and every volume with
-nibabel, and returns a :class:`~selfmedmae.data.report.DataReport` whose problems are one line each,
+nibabel, and returns a :class:`~selfmedmae.data.findings.DataReport` whose problems are one line each,
 ``"<file>: <problem>"``: a missing or unreadable file, a malformed ``dataset.json`` / CSV / split file, an
 empty split, image / label shape or affine mismatch, a channel count other than ``data.in_chans``, label
 values outside the declared labels, NaN / Inf voxels. A volume smaller than the crop (after resampling)
@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 import nibabel as nib
 import numpy as np
 
-from selfmedmae.data.report import DataReport
+from selfmedmae.data.findings import DataReport
 from selfmedmae.data.selection import label_count, pretrain_items
 from selfmedmae.data.splits import read_datalist, read_extra_unlabelled, split_ids
 from selfmedmae.errors import UserError
