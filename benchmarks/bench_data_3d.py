@@ -4,7 +4,7 @@ Method: ``--n`` synthetic BTCV-like volumes of ``--size`` voxels (int16 HU, LAS,
 13 organ labels; ``selfmedmae.data.synthetic.make_btcv``) go through exactly the training path of
 ``configs/_data/btcv.yaml`` (fine-tuning recipe: RAS, 1.5 x 1.5 x 2.0 mm, HU window, foreground crop,
 4 label-guided 96^3 crops per volume, flips, rot90, intensity augmentation) via
-``selfmedmae.data.loader.build_train_loader``. For each cache mode (``memory``: CacheDataset, ``disk``:
+``selfmedmae.train.engine.make_loader`` (the loader training uses). For each cache mode (``memory``: CacheDataset, ``disk``:
 PersistentDataset, ``none``) the cache is filled once and timed apart ("fill"); then, for each worker
 count, ``--epochs`` passes over the data are timed end to end (worker start-up included) and
 samples/s = crops delivered / seconds. A "sample" is one 96^3 crop, as a training step consumes them.
@@ -25,9 +25,12 @@ from pathlib import Path
 
 import monai
 import torch
+from monai.data import list_data_collate
 
 from selfmedmae.config import load_config
-from selfmedmae.data.loader import build_train_dataset, build_train_loader
+from selfmedmae.data.loader import build_train_dataset
+from selfmedmae.train.distributed import Dist
+from selfmedmae.train.engine import make_loader
 from selfmedmae.data.synthetic import make_btcv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +65,10 @@ def config(data: Path, cache: str, workers: int, cache_dir: str, batch_size: int
 
 def time_epochs(cfg, dataset, epochs: int) -> tuple[int, float]:
     start, crops = time.perf_counter(), 0
-    loader = build_train_loader(cfg, "finetune", dataset=dataset)
-    for _ in range(epochs):
+    loader = make_loader(dataset, int(cfg.train.batch_size), Dist(), 0, int(cfg.data.num_workers), list_data_collate)
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        loader.dataset.set_epoch(epoch)
         for batch in loader:
             crops += batch["image"].shape[0]
     seconds = time.perf_counter() - start

@@ -10,6 +10,7 @@ import torch
 
 import selfmedmae.train.finetune as finetune
 import selfmedmae.train.pretrain as pretrain
+import selfmedmae.train.trainer as trainer
 from selfmedmae.config import load_config
 from train_helpers import state, tiny_config, tiny_task
 
@@ -35,13 +36,13 @@ def train(stage: str, task: Path, run_dir: Path, *extra: str) -> dict:
 @pytest.mark.parametrize("stage", ["pretrain", "finetune"])
 def test_accum_iter_2_with_batch_b_equals_batch_2b(stage, task, tmp_path, monkeypatch):
     micro_batches = []
-    real_plan = STAGES[stage].plan
+    real_plan = trainer.plan
 
     def spy(*args, **kwargs):
         micro_batches.append(real_plan(*args, **kwargs))
         return micro_batches[-1]
 
-    monkeypatch.setattr(STAGES[stage], "plan", spy)
+    monkeypatch.setattr(trainer, "plan", spy)
     whole = train(stage, task, tmp_path / "whole", "train.accum_iter=1")
     cut = train(stage, task, tmp_path / "cut", "train.accum_iter=2")
     assert [(p.micro_batch, p.accum_iter) for p in micro_batches] == [(4, 1), (2, 2)]
@@ -57,15 +58,15 @@ def test_accum_iter_2_with_batch_b_equals_batch_2b(stage, task, tmp_path, monkey
 
 def test_accumulation_resumes_bit_exactly(task, tmp_path, monkeypatch):
     full = train("pretrain", task, tmp_path / "full", "train.accum_iter=2")
-    real, calls = pretrain.train_epoch, []
+    real, calls = trainer.train_one_epoch, []
 
-    def dies_in_epoch_1(*args, **kwargs):  # args[8]: the epoch; its first time only
-        calls.append(args[8])
-        if args[8] == 1 and calls.count(1) == 1:
+    def dies_in_epoch_1(*args, **kwargs):  # args[4]: the epoch; its first time only
+        calls.append(args[4])
+        if args[4] == 1 and calls.count(1) == 1:
             raise RuntimeError("injected failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain, "train_epoch", dies_in_epoch_1)
+    monkeypatch.setattr(trainer, "train_one_epoch", dies_in_epoch_1)
     with pytest.raises(RuntimeError, match="injected failure"):
         train("pretrain", task, tmp_path / "broken", "train.accum_iter=2")
     assert state(tmp_path / "broken")["epoch"] == 1  # last.pt of the first epoch, then the crash

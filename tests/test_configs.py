@@ -15,11 +15,15 @@ from omegaconf import OmegaConf
 from selfmedmae.config import ConfigError, load_config
 from selfmedmae.models.factory import model_args
 from selfmedmae.models.unetr import default_skip_blocks
-from selfmedmae.train.lifecycle import input_size
+from selfmedmae.data import input_size as _input_size
 from selfmedmae.train.schedule import scaled_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+
+
+def input_size(cfg):
+    return _input_size(cfg.data)
 ALL_YAML = sorted(CONFIGS.rglob("*.yaml"))
 FRAGMENTS = sorted((CONFIGS / "_data").glob("*.yaml"))
 EXPERIMENTS = [p for p in ALL_YAML if "_data" not in p.relative_to(CONFIGS).parts]

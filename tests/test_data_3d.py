@@ -15,7 +15,8 @@ from selfmedmae.data.brats import BratsRegionsd, brats_regions
 from selfmedmae.data.btcv import PAPER_ORGANS, published_split, read_btcv
 from selfmedmae.data.csv_folder import read_csv_folder
 from selfmedmae.data.decathlon import read_msd
-from selfmedmae.data.loader import build_eval_dataset, build_train_dataset, build_train_loader, data_info
+from selfmedmae.data import build
+from selfmedmae.data.loader import build_eval_dataset, build_train_dataset
 from selfmedmae.data.splits import cases_for, seeded_split, split_cases, write_splits
 from selfmedmae.data.synthetic import make_brats, make_btcv
 from selfmedmae.data.transforms_3d import eval_transforms, invert_to_input, random_suffix, train_transforms
@@ -100,15 +101,26 @@ def test_pretrain_recipe_has_no_rot90_and_no_intensity_augmentation():
         random_suffix(cfg, "linear-probe")
 
 
+def _first_batch(cfg, mode: str) -> dict:
+    """The first batch of the training loader a stage would build (the engine's, one process)."""
+    from monai.data import list_data_collate
+
+    from selfmedmae.train.distributed import Dist
+    from selfmedmae.train.engine import make_loader
+
+    loader = make_loader(build_train_dataset(cfg, mode), cfg.train.batch_size, Dist(), 0, 0, list_data_collate)
+    return next(iter(loader))
+
+
 def test_btcv_train_batches(btcv_root):
     cfg = cfg_for("data.format=btcv", f"data.root={btcv_root}", "data.dataset_json=transunet.json",
                   "train.batch_size=2", "data.val_fraction=0")
-    batch = next(iter(build_train_loader(cfg, "finetune")))
+    batch = _first_batch(cfg, "finetune")
     n = 2 * cfg.data.num_samples
     assert batch["image"].shape == (n, 1, *ROI) and batch["image"].dtype == torch.float32
     assert batch["label"].shape == (n, 1, *ROI) and batch["label"].dtype == torch.int64
     assert int(batch["label"].max()) <= 13 and int(batch["label"].min()) >= 0
-    pre = next(iter(build_train_loader(cfg, "pretrain")))
+    pre = _first_batch(cfg, "pretrain")
     assert set(pre) == {"id", "image"} and pre["image"].shape == (n, 1, *ROI)
     assert 0.0 <= float(pre["image"].min()) and float(pre["image"].max()) <= 1.0
 
@@ -152,7 +164,7 @@ def test_brats_rejects_other_et_labels():
 def test_brats_pipeline(brats_root):
     cfg = cfg_for("data.format=brats", f"data.root={brats_root}", "data.in_chans=4", "data.intensity=nonzero",
                   "data.spacing=[1,1,1]", "train.batch_size=1")
-    batch = next(iter(build_train_loader(cfg, "finetune")))
+    batch = _first_batch(cfg, "finetune")
     lab = batch["label"]
     assert batch["image"].shape == (4, 4, *ROI) and lab.shape == (4, 3, *ROI) and lab.dtype == torch.float32
     tc, wt, et = lab[:, 0] > 0, lab[:, 1] > 0, lab[:, 2] > 0
@@ -163,7 +175,7 @@ def test_brats_pipeline(brats_root):
     for c in range(4):  # z-score over the non-zero voxels of each channel; zeros stay zero
         nz = img[c][img[c] != 0]
         assert abs(float(nz.mean())) < 1e-3 and abs(float(nz.std(unbiased=False)) - 1) < 1e-3
-    assert data_info(cfg.data).class_names == ["TC", "WT", "ET"]
+    assert build(cfg.data).labels.names == ["TC", "WT", "ET"]
 
 
 def test_percentile_mode_on_real_mri():

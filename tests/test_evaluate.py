@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from selfmedmae.cli import main
-from selfmedmae.data.loader import data_info
+from selfmedmae.data import build
 from selfmedmae.data.splits import cases_for
 from selfmedmae.data.synthetic import make_brats, make_btcv
 from selfmedmae.data.synthetic_2d import make_cxr14_like
@@ -63,7 +63,7 @@ def test_evaluate_btcv_reports_the_8_organ_mean_next_to_the_13(tmp_path, btcv_ro
     printed = capsys.readouterr().out
     assert "**mean (13 classes)**" in printed and "**8 organs (8 classes)**" in printed
     m = json.loads((out / "metrics.json").read_text())
-    names = data_info(load_run(ckpt).cfg.data).class_names  # background first, label value = index
+    names = build(load_run(ckpt).cfg.data).labels.names  # background first, label value = index
     assert list(m["classes"]) == names[1:] and m["n_cases"] == 2  # the published test ids among the 4
     subset = m["subsets"]["8 organs"]
     assert subset["classes"] == [names[v] for v in (1, 2, 3, 4, 6, 7, 8, 11)]

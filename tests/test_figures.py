@@ -166,7 +166,7 @@ def test_mae_grid_shows_masked_patches_grey(tmp_path):
 def test_mae_grid_3d_middle_slices_and_ambiguity(tmp_path):
     vol = np.random.default_rng(0).normal(size=(1, 16, 16, 16)).astype(np.float32)  # [C, *S], one volume
     png = load(plot_mae_reconstruction(vol, vol * 0.5, tmp_path / "mae3d.png", masked=vol * 0, paste=vol,
-                                       spatial_dims=3, title="3D"))
+                                       batched=False, title="3D"))
     assert png.shape[1] == int(round((2.2 * 3 + 0.6) * DPI))  # three middle slices
     with pytest.raises(ValueError, match="ambiguous"):
         plot_mae_reconstruction(vol, vol, tmp_path / "x.png")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from selfmedmae.data.btcv import PAPER_ORGANS
 from selfmedmae.eval.metrics import (
     BRATS_HD_PENALTY_MM,
-    BTCV_8_ORGAN_INDICES,
     multilabel_auc,
     onehot_from_labelmap,
     onehot_from_logits,
@@ -19,6 +19,8 @@ from selfmedmae.eval.metrics import (
     summarize_segmentation,
     write_metrics,
 )
+
+BTCV_8_ORGAN_INDICES = tuple(v - 1 for v in PAPER_ORGANS)  # 0-based over the 13 foreground classes
 
 
 # ---------------------------------------------------------------- independent references (no MONAI, no scipy)

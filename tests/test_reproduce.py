@@ -107,6 +107,7 @@ def _fail_once(monkeypatch, module, name: str, when) -> list:
 
 def test_brats_crash_in_a_later_stage_then_rerun(tmp_path, monkeypatch, capsys):
     import selfmedmae.train.finetune as finetune
+    import selfmedmae.train.trainer as trainer
 
     root = make_brats(tmp_path / "brats", n=6, size=(24, 24, 16), seed=2)
     out = tmp_path / "out"
@@ -121,8 +122,8 @@ def test_brats_crash_in_a_later_stage_then_rerun(tmp_path, monkeypatch, capsys):
         return real_run(cfg)
 
     monkeypatch.setattr(finetune, "run", spy)
-    fired = _fail_once(monkeypatch, finetune, "train_epoch",
-                       lambda *a: a[8] == 1 and "finetune_scratch" in current["dir"])  # a[8]: the epoch
+    fired = _fail_once(monkeypatch, trainer, "train_one_epoch",
+                       lambda *a: a[4] == 1 and "finetune_scratch" in current["dir"])  # a[4]: the epoch
     with pytest.raises(RuntimeError, match="injected failure"):
         main(args[:])
     assert fired

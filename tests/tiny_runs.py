@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from selfmedmae.config import load_config, to_dict
+from selfmedmae.data import build
 from selfmedmae.models.checkpoint import atomic_save, native
 from selfmedmae.models.factory import build_model, model_args
 
@@ -27,15 +28,9 @@ def tiny_checkpoint(run_dir: Path, config: str | None, overrides: Sequence[str] 
     task = "classification" if any(o == "data.spatial_dims=2" for o in overrides) or \
         (config and "cxr14" in str(config)) else "segmentation"
     cfg = load_config(config, ["stage=finetune", f"task={task}", *TINY, f"run.dir={run_dir}", *overrides])
-    if task == "segmentation":
-        from selfmedmae.data.loader import data_info
-
-        kind, size, n_out = "unetr", list(cfg.data.roi_size), data_info(cfg.data).out_channels
-    else:
-        from selfmedmae.data.dataset_2d import classes_2d
-
-        kind, size, n_out = "classifier", [int(cfg.data.crop_size)] * 2, len(classes_2d(cfg.data))
-    args = model_args(kind, cfg.model, size, cfg.data.in_chans, n_out)
+    data = build(cfg.data)
+    kind = "unetr" if task == "segmentation" else "classifier"
+    args = model_args(kind, cfg.model, data.input_size, cfg.data.in_chans, data.labels.out_channels)
     torch.manual_seed(seed)
     model = build_model(kind, args)
     return atomic_save(native(kind, args, model.state_dict(), config=to_dict(cfg)),

@@ -22,8 +22,8 @@ def _config_cmd(module: str, func: str) -> Callable[[argparse.Namespace], int]:
         from selfmedmae.config import load_config
 
         cfg = load_config(args.config, args.overrides)
-        if args.command == "check-data":  # the stages run the same check first thing (train/common.start)
-            from selfmedmae.config.check import validate
+        if args.command == "check-data":  # the stages run the same check first thing (train/lifecycle.start)
+            from selfmedmae.config.validate import validate
 
             validate(cfg, "check-data")
         return int(getattr(import_module(module), func)(cfg) or 0)

@@ -1,4 +1,6 @@
-"""Data: reading the released formats, the paper's preprocessing, splits, loaders and the up-front check.
+"""Data: :func:`build` (every command's one entry point, :mod:`.facade`), the table of formats
+(:mod:`.formats`), the readers of the released formats, the paper's preprocessing, splits, datasets and
+the up-front check (:mod:`.check`).
 
 Names are imported lazily (PEP 562) so that ``import selfmedmae.data`` stays cheap and a 2D-only run
 never imports the 3D (MONAI) stack.
@@ -8,15 +10,15 @@ from __future__ import annotations
 from importlib import import_module
 
 _EXPORTS = {
+    # the entry point of every command: data = build(cfg.data, run_dir)
+    "build": "facade", "Data": "facade", "input_size": "facade", "FORMATS": "formats", "Labels": "formats",
     # 3D volumes: MSD / BraTS / BTCV / CSV
     "read_datalist": "splits", "split_cases": "splits", "cases_for": "splits", "write_splits": "splits",
     "train_transforms": "transforms_3d", "eval_transforms": "transforms_3d", "invert_to_input": "transforms_3d",
-    "build_train_loader": "loader", "build_eval_dataset": "loader", "build_eval_loader": "loader",
-    "data_info": "loader", "DataInfo": "loader",
+    "build_train_dataset": "loader", "build_eval_dataset": "loader",
     "BratsRegionsd": "brats",
     # the check (both halves)
-    "check": "validate", "check_or_raise": "validate", "DataReport": "report",
-    "DataConfig": "config",
+    "check_or_raise": "check", "DataReport": "findings",
 }
 
 __all__ = sorted(_EXPORTS)

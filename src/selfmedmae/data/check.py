@@ -6,7 +6,7 @@ nibabel, and returns a :class:`~selfmedmae.data.findings.DataReport` whose probl
 empty split, image / label shape or affine mismatch, a channel count other than ``data.in_chans``, label
 values outside the declared labels, NaN / Inf voxels. A volume smaller than the crop (after resampling)
 is only a warning: it is padded. 2D formats (``cxr14``, ``csv`` with ``spatial_dims: 2``) are checked by
-``chestxray14.check`` / ``csv_2d.check``.
+``chestxray14.check`` / ``csv_2d.check``; :func:`check` picks by the table in :mod:`selfmedmae.data.formats`.
 
 :func:`run` is the CLI command (exit code 2 with every problem printed, else a summary and 0);
 :func:`check_or_raise` is the same check for the start of a training run.
@@ -17,7 +17,6 @@ import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -26,12 +25,11 @@ import numpy as np
 
 from selfmedmae.data.findings import DataReport
 from selfmedmae.data.selection import label_count, pretrain_items
-from selfmedmae.data.splits import read_datalist, read_extra_unlabelled, split_ids
+from selfmedmae.data.splits import READ, read_datalist, read_extra_unlabelled, split_ids
 from selfmedmae.errors import UserError
 
 MAX_WARNINGS = 10  # printed; problems are always all printed
 AFFINE_ATOL = 1e-3  # mm; image and label affines must agree to this
-CHECKERS_2D = {"cxr14": "selfmedmae.data.chestxray14", "csv": "selfmedmae.data.csv_2d"}
 
 
 @dataclass
@@ -183,11 +181,12 @@ def _stage_summary(data_cfg, datalist, splits: dict, extra) -> List[str]:
     return lines
 
 
-def check_3d(data_cfg, stage: str = "finetune") -> DataReport:
+def check_3d(data_cfg, stage: str = "finetune", datalist=None, extra=READ) -> DataReport:
     """Check a 3D dataset (msd, brats, btcv, csv with spatial_dims 3). ``stage="pretrain"`` needs no
-    labelled case: unlabelled images alone are enough."""
+    labelled case: unlabelled images alone are enough. ``datalist`` / ``extra``: already read (the
+    :class:`~selfmedmae.data.facade.Data` of the command), else read here."""
     report = DataReport()
-    datalist = read_datalist(data_cfg)
+    datalist = datalist or read_datalist(data_cfg)
     report.problems += datalist.problems
     report.warnings += datalist.warnings
     if datalist.channels is not None and datalist.channels != data_cfg.in_chans:
@@ -203,7 +202,7 @@ def check_3d(data_cfg, stage: str = "finetune") -> DataReport:
             problems = needed
         report.problems += problems
     items = datalist.cases + datalist.unlabelled
-    extra = read_extra_unlabelled(data_cfg)
+    extra = read_extra_unlabelled(data_cfg) if extra is READ else extra
     if extra is not None:
         report.problems += extra.problems
         items += extra.unlabelled
@@ -238,19 +237,14 @@ def check_3d(data_cfg, stage: str = "finetune") -> DataReport:
 
 
 def check(cfg) -> DataReport:
-    """Dispatch on ``data.format``; ``cfg`` is a run config or its ``data`` section."""
+    """The check of a run config or of its ``data`` section, by the format's entry in
+    :data:`~selfmedmae.data.formats.FORMATS` (the stage comes from the run config: pre-training needs no
+    labelled case)."""
+    from selfmedmae.data.facade import build
+
     data_cfg = cfg.data if hasattr(cfg, "data") else cfg
-    fmt = data_cfg.format
-    if fmt == "cxr14" or (fmt == "csv" and data_cfg.spatial_dims == 2):
-        module = CHECKERS_2D[fmt]
-        try:
-            checker = import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            return DataReport(problems=[f"data.format={fmt}: the 2D data check ({module}) is not installed"])
-        return checker.check(data_cfg)
-    return check_3d(data_cfg, str(getattr(cfg, "stage", "finetune")) if hasattr(cfg, "data") else "finetune")
+    stage = str(getattr(cfg, "stage", "finetune")) if hasattr(cfg, "data") else "finetune"
+    return build(data_cfg).check(stage)
 
 
 def check_or_raise(cfg) -> DataReport:

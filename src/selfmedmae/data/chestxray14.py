@@ -239,10 +239,10 @@ def _cross_list_problems(root: Path, lists, records, rep: DataReport) -> None:
                             "(the lists must be patient-disjoint)")
 
 
-def check(data_cfg) -> DataReport:
+def check(data_cfg, scanned=None) -> DataReport:
     """Every problem of a ChestX-ray14 folder (one line each, naming the file), or a summary of it."""
-    sc = scan(data_cfg)
-    rep = sc.report
+    sc = scanned if scanned is not None else scan(data_cfg)
+    rep = DataReport(list(sc.report.problems), list(sc.report.warnings), list(sc.report.summary))
     seen = inspect_images(sorted({r.path for r in sc.splits.get("all", [])}), rep)
     if rep.problems:
         return rep

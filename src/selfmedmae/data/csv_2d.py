@@ -181,10 +181,10 @@ def class_names(data_cfg) -> List[str]:
     return sc.classes
 
 
-def check(data_cfg) -> DataReport:
+def check(data_cfg, scanned=None) -> DataReport:
     """Every problem of a 2D CSV dataset (one line each, naming the file), or a summary of it."""
-    sc = scan(data_cfg)
-    rep = sc.report
+    sc = scanned if scanned is not None else scan(data_cfg)
+    rep = DataReport(list(sc.report.problems), list(sc.report.warnings), list(sc.report.summary))
     seen = inspect_images(sorted({r.path for r in sc.splits.get("all", [])}), rep)
     if rep.problems:
         return rep

@@ -1,7 +1,7 @@
 """The 2D image dataset shared by ChestX-ray14 and the user's CSV: records, a shared preprocessing cache,
-the torch Dataset and DataLoader, the seeded group split, and the per-format dispatch.
+the torch Dataset, the seeded group split, and the selection of each split's records.
 
-    train = build_2d_loader(cfg.data, "train", batch_size, rank=rank, world_size=world, seed=cfg.run.seed)
+    train = build_2d_dataset(cfg.data, "train")    # random crops + flips (commands: data.build(...).dataset)
     val = build_2d_dataset(cfg.data, "val")        # centre crops; "test" only for the final evaluation
     num_classes = len(classes_2d(cfg.data))
 
@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from selfmedmae.data.transforms_2d import crop_transform, preprocess
 from selfmedmae.errors import UserError
@@ -202,12 +202,13 @@ def select_records(scanned, data_cfg) -> Dict[str, List[Record2D]]:
     return out
 
 
-def split_ids_2d(data_cfg) -> Dict[str, List[str]]:
-    """{"train", "val", "test": ids}: which images fell where (one scan, no dataset or cache built); with a
-    label subset also ``train_pool`` and the ``label_subset`` rule."""
+def split_ids_2d(data_cfg, scanned=None) -> Dict[str, List[str]]:
+    """{"train", "val", "test": ids}: which images fell where (no dataset or cache built); with a label
+    subset also ``train_pool`` and the ``label_subset`` rule. ``scanned``: the format's scan, if made."""
     from selfmedmae.data.selection import subset_rule
 
-    splits = select_records(_format_module(data_cfg).scan(data_cfg), data_cfg)
+    scanned = scanned if scanned is not None else _format_module(data_cfg).scan(data_cfg)
+    splits = select_records(scanned, data_cfg)
     out: Dict = {name: [r.id for r in splits.get(name, [])] for name in ("train", "val", "test")}
     rule = subset_rule(data_cfg)
     if rule is not None:
@@ -216,35 +217,9 @@ def split_ids_2d(data_cfg) -> Dict[str, List[str]]:
     return out
 
 
-def check_2d(data_cfg):
-    """The :class:`~selfmedmae.data.findings.DataReport` of a 2D format."""
-    return _format_module(data_cfg).check(data_cfg)
-
-
 def classes_2d(data_cfg) -> List[str]:
     """Class names of a 2D format, in the order of the label vectors (the classifier head's outputs)."""
     return list(_format_module(data_cfg).class_names(data_cfg))
-
-
-def build_2d_loader(data_cfg, split: str, batch_size: int, *, train: Optional[bool] = None,
-                    cache_dir: Optional[str] = None, rank: int = 0, world_size: int = 1, seed: int = 0,
-                    num_workers: Optional[int] = None) -> DataLoader:
-    """A DataLoader over :func:`build_2d_dataset`. Training (``train``, default as there) shuffles
-    and drops the last partial batch; evaluation keeps order and every image. With ``world_size > 1`` a
-    DistributedSampler takes this rank's share (call ``loader.sampler.set_epoch(epoch)`` each epoch; for
-    evaluation it pads with repeats to a multiple of ``world_size``, so deduplicate by ``id``)."""
-    ds = build_2d_dataset(data_cfg, split, train=train, cache_dir=cache_dir)
-    shuffle = is_train(split, train)
-    workers = int(data_cfg.num_workers if num_workers is None else num_workers)
-    sampler, gen = None, None
-    if world_size > 1:
-        sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
-                                     drop_last=shuffle)
-    elif shuffle:
-        gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      generator=gen, num_workers=workers, drop_last=shuffle, persistent_workers=workers > 0,
-                      pin_memory=torch.cuda.is_available())
 
 
 def raise_if_problems(report, hint: str = "run `selfmedmae check-data` to list them all") -> None:

@@ -1,4 +1,4 @@
-"""Datasets and loaders for 3D volumes: cached decoding, random crops in worker processes.
+"""Datasets of 3D volumes: cached decoding, random crops in worker processes.
 
 As the official code (docs/official-code.md §3.1): a training item is one volume; its
 deterministic prefix (load, orient, resample, intensity, foreground crop) is computed once and cached
@@ -7,54 +7,27 @@ deterministic prefix (load, orient, resample, intensity, foreground crop) is com
 in ``data.num_workers`` worker processes. ``list_data_collate`` flattens the ``num_samples`` crops of
 each volume, so a batch of ``batch_size`` volumes holds ``batch_size * num_samples`` crops.
 
-Usage (``cfg`` is the run config)::
+Commands reach these through :func:`selfmedmae.data.build` (one scan of the datalist); the training
+loader is the engine's (:func:`selfmedmae.train.engine.make_loader`). Directly, with a run config ``cfg``::
 
-    loader = build_train_loader(cfg, mode="finetune")      # or "pretrain"
-    for epoch in ...:
-        if isinstance(loader.sampler, DistributedSampler): loader.sampler.set_epoch(epoch)
-        for batch in loader: batch["image"]  # [B * num_samples, C, *roi] float32
-    val = build_eval_dataset(cfg, split="val")              # whole volumes, batch of one each
+    train = build_train_dataset(cfg, mode="finetune")     # or "pretrain"; items: lists of crops
+    val = build_eval_dataset(cfg, split="val")             # whole volumes, one at a time
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import torch
-from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, list_data_collate
+from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import json_hashing
-from torch.utils.data import ConcatDataset, DistributedSampler
+from torch.utils.data import ConcatDataset
 
-from selfmedmae.data.splits import cases_for, pretrain_cases, read_datalist
+from selfmedmae.data.splits import cases_for, pretrain_cases
 from selfmedmae.data.transforms_3d import eval_transforms, train_transforms
 from selfmedmae.errors import UserError
 
 CACHE_MODES = ("memory", "disk", "none")
-
-
-@dataclass
-class DataInfo:
-    """What a model needs to know about the data: channels in and out, and the names behind them."""
-
-    in_chans: int
-    out_channels: int  # segmentation outputs: classes incl. background, or 3 regions (brats)
-    class_names: List[str]  # by output channel
-    multilabel: bool  # True: sigmoid per channel (brats regions); False: softmax over classes
-    report_subset: Optional[List[int]] = None  # channels the paper reports (BTCV's 8 organs)
-
-
-def data_info(data_cfg) -> DataInfo:
-    """Channels and class names of a 3D segmentation dataset (reads only the datalist)."""
-    if data_cfg.format == "brats":
-        from selfmedmae.data.brats import REGIONS
-
-        return DataInfo(data_cfg.in_chans, len(REGIONS), list(REGIONS), True)
-    labels = read_datalist(data_cfg).labels
-    if not labels:
-        raise UserError(f"{data_cfg.root}: the label names are unknown; set data.labels (background first)")
-    subset = list(data_cfg.organ_subset) if data_cfg.organ_subset else None
-    return DataInfo(data_cfg.in_chans, len(labels), list(labels), False, subset)
 
 
 def make_dataset(items: List[dict], transform, data_cfg, cache_dir: Optional[str] = None, cache_rate: float = 1.0,
@@ -84,45 +57,42 @@ def _cache_dir(cfg) -> str:
     return cfg.data.cache_dir or str(Path(cfg.run.dir) / "cache")
 
 
+def train_dataset(data_cfg, items: List[dict], stage: str, cache_dir: Optional[str]):
+    """The training dataset over ``items``: one item per volume, a list of ``num_samples`` crops each.
+    Pre-training crops labelled volumes around their labels and unlabelled ones uniformly."""
+    if stage != "pretrain":
+        return make_dataset(items, train_transforms(data_cfg, stage), data_cfg, cache_dir, data_cfg.cache_rate,
+                            copy_cache=False)
+    parts = []
+    for has_label in (True, False):
+        part = [item for item in items if ("label" in item) == has_label]
+        if part:
+            parts.append(make_dataset(part, train_transforms(data_cfg, stage, labelled=has_label), data_cfg,
+                                      cache_dir, data_cfg.cache_rate, copy_cache=False))
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def eval_dataset(data_cfg, items: List[dict], cache_dir: Optional[str], with_label: bool = True):
+    """Whole preprocessed volumes of ``items`` for sliding-window inference (see :func:`build_eval_dataset`)."""
+    if not with_label:
+        items = [{k: v for k, v in item.items() if k != "label"} for item in items]
+    return make_dataset(items, eval_transforms(data_cfg, with_label), data_cfg, cache_dir)
+
+
 def build_train_dataset(cfg, mode: str = "finetune", split: str = "train"):
     """The training dataset: one item per volume, a list of ``num_samples`` crops each.
 
     Fine-tuning: the labelled cases of ``split``. Pre-training: every image of
     :func:`~selfmedmae.data.splits.pretrain_cases` (``split`` unused): the labelled ones with label-guided
     crop centres, the unlabelled ones (CSV rows without a label, MSD ``test``, ``data.extra_unlabelled``)
-    with uniform random crops.
+    with uniform random crops. Commands go through :func:`selfmedmae.data.build`, which scans once.
     """
     if mode != "pretrain":
-        return make_dataset(cases_for(cfg.data, split), train_transforms(cfg.data, mode), cfg.data,
-                            _cache_dir(cfg), cfg.data.cache_rate, copy_cache=False)
-    labelled, unlabelled = pretrain_cases(cfg.data)
-    parts = []
-    for items, has_label in ((labelled, True), (unlabelled, False)):
-        if items:
-            parts.append(make_dataset(items, train_transforms(cfg.data, mode, labelled=has_label), cfg.data,
-                                      _cache_dir(cfg), cfg.data.cache_rate, copy_cache=False))
-    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
-
-
-def build_train_loader(cfg, mode: str = "finetune", *, split: str = "train", batch_size: Optional[int] = None,
-                       rank: int = 0, world_size: int = 1, dataset=None) -> DataLoader:
-    """Shuffled training loader; with ``world_size > 1`` a ``DistributedSampler`` (call ``set_epoch``).
-
-    ``batch_size`` counts volumes per process and step (default: ``train.batch_size`` divided by
-    ``world_size * train.accum_iter``); each batch holds ``batch_size * data.num_samples`` crops with keys
-    ``image`` [N, C, *roi] float32, ``label`` [N, 1, *roi] int64 (or [N, 3, *roi] float32 regions for
-    brats; absent in pre-training) and ``id`` (list of case ids).
-    """
-    if batch_size is None:
-        batch_size = max(1, cfg.train.batch_size // (world_size * cfg.train.accum_iter))
-    dataset = dataset if dataset is not None else build_train_dataset(cfg, mode, split)
-    sampler = None
-    if world_size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.run.seed)
-    workers = cfg.data.num_workers
-    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
-                      num_workers=workers, collate_fn=list_data_collate, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=workers > 0, drop_last=False)
+        items = cases_for(cfg.data, split)
+    else:
+        labelled, unlabelled = pretrain_cases(cfg.data)
+        items = labelled + unlabelled
+    return train_dataset(cfg.data, items, mode, _cache_dir(cfg))
 
 
 def build_eval_dataset(cfg, split: str = "val", *, with_label: bool = True, rank: int = 0, world_size: int = 1):
@@ -133,14 +103,4 @@ def build_eval_dataset(cfg, split: str = "val", *, with_label: bool = True, rank
     metrics are not biased). Invert a prediction with ``transforms_3d.invert_to_input(pred, item,
     dataset.transform)``.
     """
-    items = cases_for(cfg.data, split)[rank::world_size]
-    if not with_label:
-        items = [{k: v for k, v in item.items() if k != "label"} for item in items]
-    return make_dataset(items, eval_transforms(cfg.data, with_label), cfg.data, _cache_dir(cfg))
-
-
-def build_eval_loader(cfg, split: str = "val", **kwargs) -> DataLoader:
-    """One volume per batch (shapes differ); use ``monai.data.decollate_batch`` before inverting."""
-    dataset = build_eval_dataset(cfg, split, **kwargs)
-    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=cfg.data.num_workers,
-                      collate_fn=list_data_collate, pin_memory=torch.cuda.is_available())
+    return eval_dataset(cfg.data, cases_for(cfg.data, split)[rank::world_size], _cache_dir(cfg), with_label)

@@ -37,23 +37,15 @@ FORMATS_3D = ("msd", "brats", "btcv", "csv")
 
 
 def read_datalist(data_cfg) -> Datalist:
-    """The cases of ``data_cfg`` (a DataConfig) for the 3D formats; problems are collected, not raised."""
-    fmt = data_cfg.format
-    if fmt in ("msd", "brats"):
-        from selfmedmae.data.decathlon import read_msd
+    """The cases of ``data_cfg`` (a DataConfig) for the 3D formats, read by the format's reader in
+    :data:`selfmedmae.data.formats.FORMATS`; problems are collected, not raised. Commands read it once,
+    through :func:`selfmedmae.data.build`."""
+    from selfmedmae.data.formats import volume_reader
 
-        out = read_msd(data_cfg.root, data_cfg.dataset_json)
-    elif fmt == "btcv":
-        from selfmedmae.data.btcv import read_btcv
-
-        out = read_btcv(data_cfg.root, data_cfg.dataset_json, data_cfg.btcv_split)
-    elif fmt == "csv":
-        from selfmedmae.data.csv_folder import read_csv_folder
-
-        out = read_csv_folder(data_cfg.root, data_cfg.csv, data_cfg.image_column, data_cfg.label_column,
-                              data_cfg.labels)
-    else:
-        raise UserError(f"data.format: {fmt!r} is not a 3D format ({', '.join(FORMATS_3D)})")
+    reader = volume_reader(str(data_cfg.format))
+    if reader is None:
+        raise UserError(f"data.format: {data_cfg.format!r} is not a 3D format ({', '.join(FORMATS_3D)})")
+    out = reader(data_cfg)
     if data_cfg.labels:  # the config's class names win over the file's
         out.labels = list(data_cfg.labels)
     return out
@@ -175,11 +167,15 @@ def split_cases(data_cfg, datalist: Optional[Datalist] = None) -> Dict[str, List
     return out
 
 
-def pretrain_cases(data_cfg, datalist: Optional[Datalist] = None) -> Tuple[List[dict], List[dict]]:
+READ = "read"  # the default of ``extra`` arguments: read data.extra_unlabelled here
+
+
+def pretrain_cases(data_cfg, datalist: Optional[Datalist] = None, extra=READ) -> Tuple[List[dict], List[dict]]:
     """(labelled cases, unlabelled images) of pre-training (:func:`selection.pretrain_items`): no labelled
-    case is needed. Raises UserError listing every problem, or when there is no image at all."""
+    case is needed. ``datalist`` / ``extra``: already read (else read here). Raises UserError listing every
+    problem, or when there is no image at all."""
     datalist = datalist or read_datalist(data_cfg)
-    extra = read_extra_unlabelled(data_cfg)
+    extra = read_extra_unlabelled(data_cfg) if extra is READ else extra
     ids, problems = split_ids(data_cfg, datalist, require=False)
     problems = datalist.problems + (extra.problems if extra is not None else []) + problems
     if problems:
@@ -191,12 +187,12 @@ def pretrain_cases(data_cfg, datalist: Optional[Datalist] = None) -> Tuple[List[
     return labelled, unlabelled
 
 
-def cases_for(data_cfg, split: str) -> List[dict]:
+def cases_for(data_cfg, split: str, datalist: Optional[Datalist] = None) -> List[dict]:
     """The case dicts of one split: ``train`` (fine-tuning's, see :func:`split_cases`) | ``val`` | ``test`` |
     ``all`` | ``train_pool``."""
     if split not in SPLITS + ("all", "train_pool"):
         raise UserError(f"split: {split!r} is not one of {', '.join(SPLITS + ('all',))}")
-    return split_cases(data_cfg)[split]
+    return split_cases(data_cfg, datalist)[split]
 
 
 def rule_text(data_cfg) -> str:
@@ -210,7 +206,7 @@ def rule_text(data_cfg) -> str:
 
 
 def write_splits(run_dir: str | os.PathLike, data_cfg, splits: Optional[Dict[str, List[dict]]] = None,
-                 stage: str = "finetune") -> Path:
+                 stage: str = "finetune", datalist: Optional[Datalist] = None, extra=READ) -> Path:
     """Write ``<run_dir>/splits.json``: the rule and the case ids (and image paths) of each split.
 
     Fine-tuning with a label subset adds ``train_pool`` (the whole train split) and ``label_subset`` (the
@@ -219,15 +215,15 @@ def write_splits(run_dir: str | os.PathLike, data_cfg, splits: Optional[Dict[str
     """
     record = {"rule": rule_text(data_cfg), "root": str(data_cfg.root)}
     if stage == "pretrain":
-        labelled, unlabelled = pretrain_cases(data_cfg)
-        datalist = read_datalist(data_cfg)
+        datalist = datalist or read_datalist(data_cfg)
+        labelled, unlabelled = pretrain_cases(data_cfg, datalist, extra)
         ids, _ = split_ids(data_cfg, datalist, require=False)
         by_id = {c["id"]: c for c in datalist.cases}
         splits = {name: [by_id[i] for i in ids[name]] for name in SPLITS}
         record["pretrain_on"] = str(data_cfg.pretrain_on)
         record["pretrain_labelled"] = [c["id"] for c in labelled]
         record["pretrain_unlabelled"] = [c["image"] for c in unlabelled]
-    splits = splits if splits is not None else split_cases(data_cfg)
+    splits = splits if splits is not None else split_cases(data_cfg, datalist)
     for name in SPLITS:
         record[name] = [c["id"] for c in splits.get(name, [])]
     rule = subset_rule(data_cfg)

@@ -31,14 +31,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from selfmedmae.data.facade import build
 from selfmedmae.errors import UserError
 from selfmedmae.train.log import progress_iter
 from selfmedmae.eval.inference import LoadedRun, check_outputs, classify, load_run, segment_logits
-from selfmedmae.eval.metrics import (BRATS_HD_PENALTY_MM, onehot_from_labelmap, onehot_from_logits, segmentation_scores,
-                                summarize_segmentation, write_metrics)
+from selfmedmae.eval.metrics import BRATS_HD_PENALTY_MM, summarize_segmentation, write_metrics
 
 BATCH_2D = 32  # images per forward pass in 2D evaluation (memory-safe on a CPU for ViT-B at 224^2)
-SUBSET_NAME = "8 organs"  # the BTCV subset the paper reports (TransUNet protocol)
 
 
 def run(checkpoint: str | os.PathLike, overrides: Sequence[str] = (), out: Optional[str | os.PathLike] = None,
@@ -72,43 +71,24 @@ def _context(run: LoadedRun, split: str) -> dict[str, Any]:
             "device": str(run.device), "precision": run.precision}
 
 
-def report_subsets(data_cfg, class_names: Sequence[str]) -> dict[str, list[str]]:
-    """{"8 organs": [names]} for BTCV (``data.organ_subset`` as label values, default the paper's 8 organs)."""
-    values = list(data_cfg.organ_subset) if data_cfg.organ_subset else None
-    if values is None and data_cfg.format == "btcv":
-        from selfmedmae.data.btcv import PAPER_ORGANS
-
-        values = list(PAPER_ORGANS)
-    if not values:
-        return {}
-    bad = [v for v in values if not 1 <= int(v) < len(class_names)]
-    if bad:
-        raise UserError(f"data.organ_subset: label values {bad} are not foreground classes 1..{len(class_names) - 1}")
-    name = SUBSET_NAME if len(values) == 8 else f"{len(values)}-class subset"
-    return {name: [class_names[int(v)] for v in values]}
-
-
 def _first(batch: list) -> Any:
     return batch[0]  # one whole volume per step: shapes differ, and the MetaTensor meta must survive
 
 
 def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: int = 3) -> dict[str, Any]:
-    """Per-case, per-class Dice / HD of a UNETR checkpoint on a 3D split; overlays of the first cases."""
+    """Per-case, per-class Dice / HD of a UNETR checkpoint on a 3D split; overlays of the first cases.
+    Scored as validation scores (:func:`selfmedmae.eval.validation.score_volume`), with HD95 added."""
     from torch.utils.data import DataLoader
 
-    from selfmedmae.data.loader import build_eval_dataset, data_info
     from selfmedmae.eval.overlay import plot_segmentation_overlay
+    from selfmedmae.eval.validation import score_volume, spacing_of
 
     cfg = run.cfg
-    if int(cfg.data.spatial_dims) != 3:
-        raise UserError(f"{run.checkpoint}: a UNETR checkpoint needs 3D data, but data.spatial_dims is "
-                        f"{cfg.data.spatial_dims}")
-    info = data_info(cfg.data)
-    check_outputs(run, info.out_channels, "classes" if not info.multilabel else "regions")
-    scored = info.class_names if info.multilabel else info.class_names[1:]  # background is not scored
-    if cfg.data.cache == "memory":  # one pass: holding every volume in memory first would buy nothing
-        cfg.data.cache = "none"
-    dataset = build_eval_dataset(cfg, split, with_label=True)
+    data = build(cfg.data, run.run_dir)
+    labels = data.labels
+    check_outputs(run, labels.out_channels, "classes" if not labels.multilabel else "regions")
+    # one pass: holding every volume in memory first would buy nothing
+    dataset = data.dataset(split, cache="none" if cfg.data.cache == "memory" else None)
     if len(dataset) == 0:
         raise UserError(f"{cfg.data.root}: split {split!r} has no labelled cases")
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=int(cfg.data.num_workers),
@@ -117,26 +97,19 @@ def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: in
     cases = []
     for i, item in enumerate(progress_iter(loader, len(dataset), f"evaluate {split}", "case")):
         image, label, case_id = item["image"], item["label"], str(item["id"])
-        spacing = [float(s) for s in image.pixdim[:3]]  # mm, of the resampled grid the metrics are taken on
+        spacing = spacing_of(image)  # mm, of the resampled grid the metrics are taken on
         logits = segment_logits(run, image)  # [1, K, *S]
-        pred = onehot_from_logits(logits, info.multilabel)  # [1, K, *S] uint8
-        try:
-            truth = (label[None] > 0.5).to(torch.uint8) if info.multilabel else \
-                onehot_from_labelmap(label.as_tensor()[None], info.out_channels)
-        except ValueError as exc:
-            raise UserError(f"{case_id}: label map does not fit the {info.out_channels} classes ({exc})") from None
-        scores = segmentation_scores(pred, truth, spacing, scored, percentile=float(cfg.eval.hd_percentile),
-                                     include_background=info.multilabel, hd_penalty=penalty, case_ids=[case_id])
-        cases += scores
+        case, pred = score_volume(logits, label, labels, spacing, case_id, percentile=float(cfg.eval.hd_percentile),
+                                  hd_penalty=penalty)
+        cases.append(case)
         if i < figures:
-            dice = np.mean(list(scores[0].dice.values()))
-            shown_pred = pred[0] if info.multilabel else logits[0].argmax(0)
+            dice = np.mean(list(case.dice.values()))
+            shown_pred = pred[0] if labels.multilabel else logits[0].argmax(0)
             plot_segmentation_overlay(image.as_tensor(), shown_pred, Path(out_dir) / "figures" / f"{case_id}.png",
-                                      label=label.as_tensor(), class_names=scored, spacing=spacing,
-                                      multilabel=info.multilabel,
+                                      label=label.as_tensor(), class_names=labels.scored, spacing=spacing,
+                                      multilabel=labels.multilabel,
                                       title=f"{case_id} ({split}): mean Dice {dice:.3f}")
-    summary = summarize_segmentation(cases, scored, report_subsets(cfg.data, info.class_names),
-                                     float(cfg.eval.hd_percentile))
+    summary = summarize_segmentation(cases, labels.scored, labels.subsets, float(cfg.eval.hd_percentile))
     context = {**_context(run, split), "overlap": float(cfg.eval.overlap),
                "hd_penalty": "373.13 mm (BraTS)" if penalty else "diagonal of the evaluated volume"}
     return {**context, **summary}
@@ -146,18 +119,15 @@ def evaluate_classification(run: LoadedRun, split: str, out_dir: Path) -> dict[s
     """Per-label ROC AUC of a classifier checkpoint on a 2D split; ROC curves and per-image scores."""
     from torch.utils.data import DataLoader
 
-    from selfmedmae.data.dataset_2d import build_2d_dataset, classes_2d
     from selfmedmae.eval.figures import plot_roc_curves
     from selfmedmae.eval.metrics import multilabel_auc
-    from selfmedmae.eval.predict import write_scores_csv
+    from selfmedmae.eval.table import write_scores_csv
 
     cfg = run.cfg
-    if int(cfg.data.spatial_dims) != 2:
-        raise UserError(f"{run.checkpoint}: evaluation of classifiers is for 2D images, but data.spatial_dims "
-                        f"is {cfg.data.spatial_dims}")
-    names = classes_2d(cfg.data)
+    data = build(cfg.data, run.run_dir)
+    names = data.labels.names
     check_outputs(run, len(names), "labels")
-    dataset = build_2d_dataset(cfg.data, split, train=False)
+    dataset = data.dataset(split)
     if len(dataset) == 0 or not dataset.labelled:
         raise UserError(f"{cfg.data.root}: split {split!r} has no labelled images to evaluate against")
     loader = DataLoader(dataset, batch_size=BATCH_2D, shuffle=False, num_workers=int(cfg.data.num_workers))

@@ -1,7 +1,7 @@
 """Figures people look at: ROC curves per label, MAE reconstructions (the paper's Fig. 2), learning curves.
 
 Segmentation overlays (the paper's Fig. 3) are in `overlay.py` and re-exported here. Every `plot_*`
-function writes one PNG to the given path and returns the path. No pyplot: see `figures_common`.
+function writes one PNG to the given path and returns the path. No pyplot: see `plotting`.
 
 Learning-curve records are the lines of a run's `metrics.jsonl`, read with `read_jsonl`. A record contributes
   - a training-loss point when it has a number under "loss" (or "train_loss", "train/loss"), at x = "step";
@@ -83,23 +83,24 @@ def _pixel_mask(mask: Any, spatial: tuple[int, ...], batch: int, patch_size: Seq
 
 def plot_mae_reconstruction(
     original: Any, reconstruction: Any, path: str | Path, *, masked: Any | None = None, paste: Any | None = None,
-    mask: Any | None = None, patch_size: Sequence[int] | None = None, spatial_dims: int | None = None,
+    mask: Any | None = None, patch_size: Sequence[int] | None = None, batched: bool | None = None,
     channel: int = 0, max_samples: int = 4, slice_axes: Sequence[int] | None = None, title: str | None = None,
 ) -> Path:
     """Rows original / masked / reconstruction / visible + reconstruction; a column per sample (and, for 3D, per
     middle slice along each of `slice_axes`, default all three). Arrays are [C, *S] or [B, C, *S]; `mask` is
     MAE's patch mask [B, L] (1 = masked) or a pixel mask. Masked pixels show grey; the paste is computed from
-    `mask` when not given. The keys of `MAE.visualize()` match the keyword names."""
+    `mask` when not given. The keys of `MAE.visualize()` match the keyword names. `batched` says whether the
+    arrays carry a batch axis; without it a 4-axis array ([B, C, H, W] or [C, H, W, D]) is read from `mask` or
+    `patch_size`, or refused as ambiguous."""
     orig = to_numpy(original).astype(np.float32)
-    if spatial_dims is None:  # [C,H,W] -> 2D, [B,C,H,W,D] -> 3D; [4 dims] is [B,C,H,W] or [C,H,W,D]: ask for a hint
-        spatial_dims = {3: 2, 5: 3}.get(orig.ndim)
-        if spatial_dims is None and mask is not None and to_numpy(mask).ndim == 2:
-            spatial_dims = 2  # a patch mask [B, L] says the arrays are batched
-        elif spatial_dims is None and patch_size is not None:
-            spatial_dims = len(patch_size)
-        if spatial_dims is None:
-            raise ValueError(f"original of shape {list(orig.shape)} is ambiguous: pass spatial_dims=2 or 3")
-    batched = orig.ndim == spatial_dims + 2
+    if batched is None:  # [C,H,W]: one image; [B,C,H,W,D]: a batch of volumes; [4 axes]: ask for a hint
+        batched = {3: False, 5: True}.get(orig.ndim)
+        if batched is None and mask is not None and to_numpy(mask).ndim == 2:
+            batched = True  # a patch mask [B, L] says the arrays are batched
+        elif batched is None and patch_size is not None:
+            batched = orig.ndim == len(patch_size) + 2
+        if batched is None:
+            raise ValueError(f"original of shape {list(orig.shape)} is ambiguous: pass batched=True or False")
 
     def prep(x: Any) -> np.ndarray:
         a = to_numpy(x).astype(np.float32)
@@ -125,8 +126,9 @@ def plot_mae_reconstruction(
     elif pix is not None:
         rows["visible + reconstruction"] = np.where(pix, rows["reconstruction"], rows["original"])
 
-    axes_3d = list(slice_axes) if slice_axes is not None else list(range(spatial_dims))
-    columns = [(b, a) for b in range(rows["original"].shape[0]) for a in (axes_3d if spatial_dims == 3 else [None])]
+    axes = list(slice_axes) if slice_axes is not None else list(range(len(spatial)))
+    views = axes if len(spatial) == 3 else [None]  # a volume: its middle slice along each axis
+    columns = [(b, a) for b in range(rows["original"].shape[0]) for a in views]
     fig = Figure(figsize=(2.2 * len(columns) + 0.6, 2.2 * len(rows) + (0.65 if title else 0.35)))
     grid = fig.subplots(len(rows), len(columns), squeeze=False)
     cmap = colormaps["gray"].with_extremes(bad=MASK_GREY)

@@ -4,11 +4,12 @@ A fine-tuning checkpoint (``<run>/checkpoints/best.pt`` or ``last.pt``) is a nat
 ``unetr`` (3D segmentation) or ``classifier`` (2D classification) that carries the resolved run config as a
 plain dict under ``"config"``; :func:`load_run` rebuilds both, applying ``key=value`` overrides to the config.
 
-Device and precision. ``run.device`` and ``run.precision`` in the saved config describe the machine the run
-was *trained* on, so they are used only when given again on the command line. Otherwise the device is
-``auto`` (the GPU when there is one) and the precision (also for ``run.precision=auto``) is bf16 autocast on
-a GPU, float32 on the CPU: most CPUs have no bf16 units and emulate it (about 10x slower than float32 for
-UNETR's 3D convolutions, measured on an AMD EPYC), and float32 gives the exact numbers.
+Device and precision. ``run.device`` in the saved config describes the machine the run was *trained* on, so
+it is used only when given again on the command line; otherwise the device is ``auto`` (the GPU when there
+is one). The precision is the run's ``run.precision`` resolved on this machine by the one policy of
+:mod:`selfmedmae.precision` (``auto``: bf16 on GPUs and on CPUs with native bf16, float32 on other CPUs,
+where bf16 is emulated and about 10x slower for UNETR's 3D convolutions), so evaluation computes what
+validation computed on the same machine; fp16 falls back to ``auto`` off a GPU.
 
 Segmentation follows the official evaluation (docs/official-code.md §2.4): MONAI
 ``sliding_window_inference`` over the whole preprocessed volume with windows of ``data.roi_size``,
@@ -29,6 +30,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from selfmedmae.errors import UserError
+from selfmedmae.precision import Precision, precision
+from selfmedmae.train.log import progress_iter
 
 KINDS = {"unetr": "segmentation", "classifier": "classification"}
 
@@ -42,7 +45,7 @@ class LoadedRun:
     model: nn.Module  # eval mode, on `device`
     kind: str  # unetr | classifier
     device: torch.device
-    precision: str  # bf16 | fp16 | fp32
+    prec: Precision  # the autocast of the resolved run.precision
     model_args: dict  # as saved: {"encoder": {..., "in_chans"}, "num_classes", ...}
 
     @property
@@ -61,9 +64,12 @@ class LoadedRun:
     def run_dir(self) -> Path:
         return run_dir_of(self.checkpoint)
 
+    @property
+    def precision(self) -> str:
+        return self.prec.name
+
     def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        return self.prec.autocast()
 
 
 def run_dir_of(checkpoint: str | os.PathLike) -> Path:
@@ -88,12 +94,13 @@ def _device(cfg: DictConfig, given: set) -> torch.device:
         raise UserError(f"run.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
 
 
-def _precision(cfg: DictConfig, given: set, device: torch.device) -> str:
-    if "run.precision" in given and cfg.run.precision != "auto":
-        if cfg.run.precision == "fp16" and device.type != "cuda":
+def _precision(cfg: DictConfig, given: set, device: torch.device) -> Precision:
+    name = str(cfg.run.precision)
+    if name == "fp16" and device.type != "cuda":
+        if "run.precision" in given:
             raise UserError("run.precision: fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        return str(cfg.run.precision)
-    return "bf16" if device.type == "cuda" else "fp32"
+        name = "auto"  # trained with fp16 on a GPU, evaluated on a CPU
+    return precision(name, device)
 
 
 def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> LoadedRun:
@@ -111,7 +118,7 @@ def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> Lo
     if not isinstance(ckpt.get("config"), dict):
         raise UserError(f"{path}: has no run config (key 'config'); it was not written by `selfmedmae finetune`")
     cfg = config_from_dict(ckpt["config"], overrides, source=str(path))
-    from selfmedmae.config.check import validate
+    from selfmedmae.config.validate import validate
 
     validate(cfg, "evaluate")  # an override such as eval.overlap=1 or a bad data.roi_size, before any work
     try:
@@ -168,18 +175,27 @@ def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def classify(run: LoadedRun, loader) -> tuple[list, torch.Tensor, Optional[torch.Tensor]]:
-    """(ids, probabilities [N, K] float32, targets [N, K] or None) over a loader of {"image", "id"[, "label"]}."""
+def classify_batches(model: nn.Module, loader, device: torch.device,
+                     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                     enabled: bool = True, desc: str = "classify") -> tuple[list, torch.Tensor, Optional[torch.Tensor]]:
+    """(ids, probabilities [N, K] float32, targets [N, K] or None) over a loader of {"image", "id"[, "label"]}:
+    one sigmoid per label (multi-label findings). Validation and ``evaluate`` both classify through here."""
     ids, scores, targets = [], [], []
-    from selfmedmae.train.log import progress_iter
-
-    for batch in progress_iter(loader, len(loader), "classify", "batch"):
-        with run.autocast():
-            logits = run.model(batch["image"].to(run.device, non_blocking=True))  # [B, K]
-        scores.append(torch.sigmoid(logits.float()).cpu())  # multi-label: one sigmoid per finding
+    for batch in progress_iter(loader, len(loader), desc, "batch", enabled=enabled):
+        with autocast():
+            logits = model(batch["image"].to(device, non_blocking=True))  # [B, K]
+        scores.append(torch.sigmoid(logits.float()).cpu())
         ids += list(batch["id"])
         if "label" in batch:
             targets.append(batch["label"].float())
+    if not scores:
+        return ids, torch.zeros(0), None
+    return ids, torch.cat(scores), (torch.cat(targets) if len(targets) == len(scores) else None)
+
+
+def classify(run: LoadedRun, loader) -> tuple[list, torch.Tensor, Optional[torch.Tensor]]:
+    """:func:`classify_batches` with a loaded run's model, device and precision; at least one image."""
+    ids, scores, targets = classify_batches(run.model, loader, run.device, run.autocast)
     if not ids:
         raise UserError("no images to classify")
-    return ids, torch.cat(scores), (torch.cat(targets) if len(targets) == len(scores) else None)
+    return ids, scores, targets

@@ -1,8 +1,10 @@
 """Segmentation metrics: per-class Dice and HD95 (mm) per case, their aggregation, and metric files.
 
-Follows the paper's evaluation (Zhou et al., ISBI 2023: Dice and HD95 for BTCV / BraTS) with MONAI's metrics
-(`compute_dice`, `compute_hausdorff_distance(percentile=95, spacing=...)`) on binarised one-hot tensors
-[B, C, *spatial]. Two kinds of task:
+Follows the paper's evaluation (Zhou et al., ISBI 2023: Dice and HD95 for BTCV / BraTS) on binarised one-hot
+tensors [B, C, *spatial]: Dice from exact voxel counts (`dice_scores`: MONAI's `compute_dice` where the ground
+truth is not empty, in float64), HD95 by MONAI's `compute_hausdorff_distance(percentile=95, spacing=...)`.
+Validation during fine-tuning and `evaluate` both score through `segmentation_scores` and average through
+`class_means` / `mean_over`, so they report the same Dice for the same predictions. Two kinds of task:
 
 - label maps (BTCV, MSD hippocampus): softmax/argmax then one-hot, channel 0 = background, not scored
   (`onehot_from_logits(..., multilabel=False)`, `include_background=False`);
@@ -40,19 +42,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance
+from monai.metrics import compute_hausdorff_distance
 
 from selfmedmae.eval.auc import multilabel_auc, roc_auc, roc_curve  # noqa: F401  (re-exported)
 from selfmedmae.eval.table import metrics_markdown
 
-__all__ = ["BRATS_HD_PENALTY_MM", "BTCV_8_ORGAN_INDICES", "CaseScores", "onehot_from_logits", "onehot_from_labelmap",
+__all__ = ["BRATS_HD_PENALTY_MM", "CaseScores", "dice_scores", "class_means", "mean_over", "onehot_from_logits", "onehot_from_labelmap",
            "segmentation_scores", "summarize_segmentation", "write_metrics", "metrics_markdown", "roc_auc",
            "roc_curve", "multilabel_auc"]
 
 BRATS_HD_PENALTY_MM = 373.13  # diagonal of 240 x 240 x 155 at 1 mm, the BraTS value for a missing structure
-# SelfMedMAE / TransUNet 8-organ BTCV subset, 0-based over the 13 foreground classes (ids 1,2,3,4,6,7,8,11):
-# spleen, right kidney, left kidney, gallbladder, liver, stomach, aorta, pancreas.
-BTCV_8_ORGAN_INDICES = (0, 1, 2, 3, 5, 6, 7, 10)
 
 Spacing = Sequence[float] | Sequence[Sequence[float]]
 
@@ -90,6 +89,20 @@ def onehot_from_labelmap(label: torch.Tensor | np.ndarray, num_classes: int) -> 
     return onehot.movedim(-1, 1).to(torch.uint8).contiguous()
 
 
+def dice_scores(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Dice of binary [B, C, *S] masks -> float64 [B, C]: 2 |P & G| / (|P| + |G|) from exact voxel counts;
+    1 where both masks are empty, 0 where only one is (the convention above)."""
+    p, g = pred.flatten(2).bool(), label.flatten(2).bool()
+    inter = (p & g).sum(-1, dtype=torch.int64).double()
+    total = (p.sum(-1, dtype=torch.int64) + g.sum(-1, dtype=torch.int64)).double()
+    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+
+
+def class_means(cases: Sequence["CaseScores"], names: Sequence[str], metric: str = "dice") -> dict[str, float]:
+    """Mean over cases of each class's score (NaN left out): what every reported Dice averages."""
+    return {name: _stats([getattr(c, metric)[name] for c in cases])[0] for name in names}
+
+
 def _case_spacings(spacing: Spacing, batch: int, dims: int) -> list[list[float]]:
     """One spacing per case: a single [dims] spacing is shared, a [B][dims] list gives one per case."""
     arr = np.asarray(spacing, dtype=np.float64)
@@ -109,11 +122,13 @@ def segmentation_scores(
     include_background: bool = False,
     hd_penalty: float | None = None,
     case_ids: Sequence[str] | None = None,
+    with_hd: bool = True,
 ) -> list[CaseScores]:
     """Per-case, per-class Dice and HD (mm) of binary one-hot predictions against one-hot labels.
 
     `class_names` names the scored channels: C - 1 names without background, C names with it. `spacing` is
-    the voxel size in mm along the spatial axes, shared or one per case. See the module docstring for empty masks.
+    the voxel size in mm along the spatial axes, shared or one per case. See the module docstring for empty
+    masks. `with_hd=False` (validation during training) leaves HD out (NaN): it costs more than the Dice.
     """
     pred = torch.as_tensor(np.asarray(pred_onehot) if isinstance(pred_onehot, np.ndarray) else pred_onehot)
     label = torch.as_tensor(np.asarray(label_onehot) if isinstance(label_onehot, np.ndarray) else label_onehot)
@@ -131,11 +146,14 @@ def segmentation_scores(
         raise ValueError(f"{len(case_ids)} case ids for a batch of {batch}")
     spacings = _case_spacings(spacing, batch, len(spatial))
 
-    with warnings.catch_warnings():  # MONAI warns on every empty mask; those cases are handled below
-        warnings.simplefilter("ignore")
-        dice = compute_dice(pred.float(), label.float(), include_background=True)  # [B, C], NaN if label empty
-        hd = compute_hausdorff_distance(pred.float(), label.float(), include_background=True,
-                                        percentile=percentile, spacing=spacings)  # [B, C] in mm
+    dice = dice_scores(pred, label)  # [B, C], the empty-mask convention included
+    if with_hd:
+        with warnings.catch_warnings():  # MONAI warns on every empty mask; those cases are handled below
+            warnings.simplefilter("ignore")
+            hd = compute_hausdorff_distance(pred.float(), label.float(), include_background=True,
+                                            percentile=percentile, spacing=spacings)  # [B, C] in mm
+    else:
+        hd = torch.full(dice.shape, float("nan"))
     gt_has = label.flatten(2).any(-1)  # [B, C]
     pred_has = pred.flatten(2).any(-1)
 
@@ -146,12 +164,15 @@ def segmentation_scores(
         scores: dict[str, dict[str, Any]] = {"dice": {}, "hd95": {}, "gt_empty": {}, "pred_empty": {}}
         for c, name in enumerate(class_names):
             g, p = bool(gt_has[b, c]), bool(pred_has[b, c])
-            if g and p:
-                d, h = float(dice[b, c]), float(hd[b, c])
+            d = float(dice[b, c])
+            if not with_hd:
+                h = float("nan")
+            elif g and p:
+                h = float(hd[b, c])
             elif not g and not p:
-                d, h = 1.0, 0.0
+                h = 0.0
             else:
-                d, h = 0.0, float(penalty)
+                h = float(penalty)
             scores["dice"][name], scores["hd95"][name] = d, h
             scores["gt_empty"][name], scores["pred_empty"][name] = not g, not p
         cases.append(CaseScores(**scores, case_id=None if case_ids is None else str(case_ids[b]), spacing=spacings[b]))
@@ -169,6 +190,11 @@ def _stats(values: list[float]) -> tuple[float, float, int]:
 def _nanmean(values: Sequence[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return float(np.mean(finite)) if finite else float("nan")
+
+
+def mean_over(per_class: Mapping[str, Any], members: Sequence[str], key: str | None = None) -> float:
+    """The mean over classes ``members`` (NaN left out); ``key`` picks a field of dict values."""
+    return _nanmean([per_class[m][key] if key else per_class[m] for m in members])
 
 
 def summarize_segmentation(
@@ -189,15 +215,15 @@ def summarize_segmentation(
     names = list(class_names) if class_names is not None else list(cases[0].dice)
     classes: dict[str, dict[str, float | int]] = {}
     for name in names:
-        d_mean, d_std, n = _stats([c.dice[name] for c in cases])
+        d_mean, d_std, n = _stats([c.dice[name] for c in cases])  # d_mean: class_means()
         h_mean, h_std, n_hd = _stats([c.hd95[name] for c in cases])
         classes[name] = {"dice": d_mean, "dice_std": d_std, "hd95": h_mean, "hd95_std": h_std, "n": n, "n_hd": n_hd,
                          "n_gt_empty": sum(c.gt_empty[name] for c in cases),
                          "n_pred_empty": sum(c.pred_empty[name] for c in cases)}
 
     def group(members: Sequence[str]) -> dict[str, Any]:
-        return {"dice": _nanmean([classes[m]["dice"] for m in members]),
-                "hd95": _nanmean([classes[m]["hd95"] for m in members]), "classes": list(members)}
+        return {"dice": mean_over(classes, members, "dice"), "hd95": mean_over(classes, members, "hd95"),
+                "classes": list(members)}
 
     out_subsets = {}
     for subset, members in (subsets or {}).items():

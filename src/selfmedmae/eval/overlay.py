@@ -3,7 +3,7 @@
 Rows are slices at fixed fractions (default 30 / 50 / 70 %) of the foreground's extent along the slicing axis
 (foreground of the ground truth, or of the prediction when there is none), so every row shows the structure.
 Columns are the image, the image with the ground truth, the image with the prediction; without a ground truth
-only image and prediction. A class has the same colour in every panel and figure (`figures_common.class_colour`).
+only image and prediction. A class has the same colour in every panel and figure (`plotting.class_colour`).
 3D slices are drawn in the NIfTI way (first array axis to the right, second axis up, voxel aspect from the
 spacing); 2D images as pictures (row 0 at the top).
 """

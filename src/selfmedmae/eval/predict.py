@@ -24,7 +24,6 @@ resize, centre crop, normalisation; :mod:`selfmedmae.data.transforms_2d`).
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
 from pathlib import Path
@@ -33,7 +32,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from selfmedmae.data.facade import build
 from selfmedmae.errors import UserError
+from selfmedmae.eval.table import write_scores_csv
 from selfmedmae.train.log import progress_iter
 from selfmedmae.eval.inference import LoadedRun, classify, load_run, probabilities, segment_logits
 from selfmedmae.eval.inputs import check_image, check_volume, collect, output_stems
@@ -83,9 +84,7 @@ def class_names_3d(cfg, n_out: int) -> list[str]:
     if cfg.data.labels:
         return list(cfg.data.labels)[1:]
     try:  # the training data may not be on this machine: then generic names
-        from selfmedmae.data.loader import data_info
-
-        names = data_info(cfg.data).class_names
+        names = build(cfg.data).labels.names
         if len(names) == n_out:
             return names[1:]
     except UserError:
@@ -211,34 +210,15 @@ def label_names_2d(cfg, n_out: int) -> list[str]:
     names = list(cfg.data.class_columns or cfg.data.labels or [])
     if not names:
         try:
-            from selfmedmae.data.dataset_2d import classes_2d
-
-            names = classes_2d(cfg.data)
+            names = build(cfg.data).labels.names
         except UserError:
             names = []
     return names if len(names) == n_out else [f"class_{k}" for k in range(n_out)]
 
 
-def write_scores_csv(path: Path, ids: Sequence[str], scores: np.ndarray, names: Sequence[str],
-                     targets: Optional[np.ndarray] = None) -> Path:
-    """One row per image: its id, one probability column per label (and the 0/1 targets when given)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["image", *names, *([f"{n} (target)" for n in names] if targets is not None else [])])
-        for i, image_id in enumerate(ids):
-            row = [image_id, *(f"{float(s):.9g}" for s in scores[i])]  # 9 digits: float32 exactly
-            writer.writerow(row + ([int(t) for t in targets[i]] if targets is not None else []))
-    return path
-
-
 def predict_images(run: LoadedRun, files: Sequence[Path], out: Path) -> None:
     from torch.utils.data import DataLoader
 
-    if int(run.cfg.data.spatial_dims) != 2:
-        raise UserError(f"{run.checkpoint}: prediction with a classifier is for 2D images "
-                        f"(data.spatial_dims is {run.cfg.data.spatial_dims})")
     for f in files:  # every image, before any inference
         check_image(f)
     names = label_names_2d(run.cfg, run.num_classes)

@@ -1,12 +1,17 @@
-"""Markdown tables for the metric dicts of `metrics.summarize_segmentation` and `auc.multilabel_auc`.
+"""Tables of results: markdown for the metric dicts of `metrics.summarize_segmentation` and
+`auc.multilabel_auc`, and the per-image scores CSV of classifiers (`write_scores_csv`).
 
-The same text is printed by `evaluate` and saved as `metrics.md`. Top-level scalar entries other than the
+The same markdown is printed by `evaluate` and saved as `metrics.md`. Top-level scalar entries other than the
 metrics themselves (checkpoint, split, ...) are listed above the table. NaN prints as "n/a".
 """
 from __future__ import annotations
 
+import csv
 import math
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
 
 _SKIP = {"task", "classes", "mean", "subsets", "cases", "labels", "mean_auc", "n_labels_excluded", "excluded_labels"}
 
@@ -67,3 +72,17 @@ def metrics_markdown(metrics: Mapping[str, Any]) -> str:
     elif not lines:
         raise ValueError("metrics has neither task 'segmentation' / 'classification' nor scalar entries to list")
     return "\n".join(lines) + "\n"
+
+
+def write_scores_csv(path: Path, ids: Sequence[str], scores: np.ndarray, names: Sequence[str],
+                     targets: Optional[np.ndarray] = None) -> Path:
+    """One row per image: its id, one probability column per label (and the 0/1 targets when given)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", *names, *([f"{n} (target)" for n in names] if targets is not None else [])])
+        for i, image_id in enumerate(ids):
+            row = [image_id, *(f"{float(s):.9g}" for s in scores[i])]  # 9 digits: float32 exactly
+            writer.writerow(row + ([int(t) for t in targets[i]] if targets is not None else []))
+    return path

@@ -1,82 +1,106 @@
-"""Validation during fine-tuning: mean Dice (sliding window, whole volumes) or mean AUC, on the
-validation split only; the test split is never used to choose anything."""
+"""Validation during fine-tuning, on the validation split only (the test split never chooses anything).
+
+It runs what ``evaluate`` runs: the same datasets (:meth:`selfmedmae.data.facade.Data.dataset`), the same
+sliding window and classifier pass (:mod:`selfmedmae.eval.inference`), the same per-case scores and means
+(:func:`score_volume`, :func:`~selfmedmae.eval.metrics.class_means`), so ``val_dice`` of a checkpoint equals
+the mean Dice ``evaluate`` reports for it on the same split and machine. Only HD95 is left out here (it
+costs more than the rest of a validation).
+"""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from monai.inferers import sliding_window_inference
 from torch import nn
 
-from selfmedmae.eval.metrics import multilabel_auc, onehot_from_labelmap, onehot_from_logits
+from selfmedmae.data.formats import Labels
+from selfmedmae.eval.inference import classify_batches, sliding_window_logits
+from selfmedmae.eval.metrics import (CaseScores, class_means, mean_over, multilabel_auc, onehot_from_labelmap,
+                                     onehot_from_logits, segmentation_scores)
+from selfmedmae.errors import UserError
+from selfmedmae.precision import Precision
 from selfmedmae.train.distributed import Dist
 from selfmedmae.train.log import progress_iter
-from selfmedmae.train.engine import Precision
 from selfmedmae.train.tb_images import slice_of
 
 
-def dice_per_class(pred: torch.Tensor, label: torch.Tensor) -> np.ndarray:
-    """[C, *S] binary maps -> [C] Dice; 1 where both are empty (the MSD/BraTS convention)."""
-    p, g = pred.flatten(1).float(), label.flatten(1).float()
-    inter, total = (p * g).sum(1), p.sum(1) + g.sum(1)
-    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)).numpy()
+def score_volume(logits: torch.Tensor, label: torch.Tensor, labels: Labels, spacing: Sequence[float],
+                 case_id: str, *, with_hd: bool = True, percentile: float = 95.0,
+                 hd_penalty: Optional[float] = None) -> tuple[CaseScores, torch.Tensor]:
+    """One case: logits [1, K, *S] and its label ([1, *S] label map or [K, *S] regions) -> (its scores, the
+    one-hot prediction [1, K, *S])."""
+    pred = onehot_from_logits(logits, labels.multilabel)
+    label = label.as_tensor() if hasattr(label, "as_tensor") else torch.as_tensor(label)
+    try:
+        truth = (label[None] > 0.5).to(torch.uint8) if labels.multilabel else \
+            onehot_from_labelmap(label[None], labels.out_channels)
+    except ValueError as exc:
+        raise UserError(f"{case_id}: label map does not fit the {labels.out_channels} classes ({exc})") from None
+    scores = segmentation_scores(pred, truth, spacing, labels.scored, percentile=percentile,
+                                 include_background=labels.multilabel, hd_penalty=hd_penalty, case_ids=[case_id],
+                                 with_hd=with_hd)
+    return scores[0], pred
 
 
-@torch.no_grad()
-def validate_segmentation(model: nn.Module, dataset: Any, roi: list[int], multilabel: bool, cfg: Any,
-                          prec: Precision, ctx: Dist, subset: Optional[list[int]] = None, show: bool = False,
-                          snapshot: Optional[dict] = None) -> dict[str, float]:
-    """Mean Dice over this rank's share of ``dataset``. ``show``: progress per volume; ``snapshot``: a dict
-    filled with a slice of the first volume (image, label, prediction) for TensorBoard."""
-    model.eval()
-    rows = []
-    for i in progress_iter(range(len(dataset)), len(dataset), "validation", "volume", enabled=show):
-        item = dataset[i]
-        image = torch.as_tensor(item["image"]).unsqueeze(0).to(ctx.device)  # [1, C, *S]
-        with prec.autocast():
-            logits = sliding_window_inference(image, roi, cfg.eval.sw_batch_size, model, overlap=cfg.eval.overlap)
-        pred = onehot_from_logits(logits.float().cpu(), multilabel)[0]  # [K, *S]
-        label = torch.as_tensor(item["label"])
-        label = label if multilabel else onehot_from_labelmap(label[None], pred.shape[0])[0]
-        if i == 0 and snapshot is not None:
-            snapshot.update(slice_of(item["image"], label, pred, multilabel))
-        scores = dice_per_class(pred, label)
-        rows.append(scores if multilabel else scores[1:])  # background is not scored
-    # gathered as objects: a rank can hold no validation case (more ranks than cases), and then it does
-    # not know the class count; a tensor all_reduce of mismatched sizes would fail or hang
-    local = (np.sum(rows, axis=0, dtype=np.float64) if rows else None, len(rows))
-    gathered: list[Any] = [local]
-    if ctx.enabled:
-        gathered = [None] * ctx.world_size
-        dist.all_gather_object(gathered, local)
-    parts = [g[0] for g in gathered if g[0] is not None]
-    count = sum(g[1] for g in gathered)
-    per_class = np.sum(parts, axis=0) / max(count, 1) if parts else np.zeros(1)
-    out = {"val_dice": float(np.mean(per_class))}
-    if subset:  # label values (1 = first organ); per_class has no background row unless multilabel
-        rows_ = [v if multilabel else v - 1 for v in subset]
-        out["val_dice_subset"] = float(np.mean(per_class[rows_]))
+def spacing_of(image: Any) -> list[float]:
+    """The voxel size (mm) of a preprocessed volume: its MetaTensor's, else 1 per axis."""
+    dims = image.ndim - 1
+    pixdim = getattr(image, "pixdim", None)
+    return [float(s) for s in pixdim[:dims]] if pixdim is not None else [1.0] * dims
+
+
+def _gather_in_order(local: list, ctx: Dist) -> list:
+    """Every rank's cases in the dataset's order (rank r held items r, r + world, ...)."""
+    if not ctx.enabled:
+        return local
+    parts: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(parts, local)
+    out = []
+    for i in range(max(len(p) for p in parts)):
+        out += [p[i] for p in parts if i < len(p)]
     return out
 
 
 @torch.no_grad()
-def validate_classification(model: nn.Module, loader: Any, labels: list[str], prec: Precision,
-                            ctx: Dist, show: bool = False) -> dict[str, float]:
+def validate_segmentation(model: nn.Module, dataset: Any, labels: Labels, cfg: Any, prec: Precision, ctx: Dist,
+                          show: bool = False, snapshot: Optional[dict] = None) -> dict[str, float]:
+    """``val_dice`` (mean over classes of the mean over cases) and one ``val_dice_subset`` per reported subset,
+    over this rank's share of ``dataset`` gathered from every rank. ``snapshot``: filled with a slice of the
+    first volume (image, label, prediction) for TensorBoard."""
     model.eval()
-    scores, targets = [], []
-    for batch in progress_iter(loader, len(loader), "validation", "batch", enabled=show):
-        with prec.autocast():
-            logits = model(batch["image"].to(ctx.device))
-        scores.append(torch.sigmoid(logits.float()).cpu())
-        targets.append(batch["label"].float())
-    s, t = torch.cat(scores), torch.cat(targets)
+    roi = [int(s) for s in cfg.data.roi_size]
+    cases = []
+    for i in progress_iter(range(len(dataset)), len(dataset), "validation", "volume", enabled=show):
+        item = dataset[i]
+        logits = sliding_window_logits(model, item["image"], roi, int(cfg.eval.sw_batch_size),
+                                       float(cfg.eval.overlap), ctx.device, prec.autocast)
+        case, pred = score_volume(logits, item["label"], labels, spacing_of(item["image"]), str(item["id"]),
+                                  with_hd=False)
+        if i == 0 and snapshot is not None:
+            label = torch.as_tensor(item["label"])
+            shown = label if labels.multilabel else onehot_from_labelmap(label[None], labels.out_channels)[0]
+            snapshot.update(slice_of(item["image"], shown, pred[0], labels.multilabel))
+        cases.append(case)
+    cases = _gather_in_order(cases, ctx)
+    per_class = class_means(cases, labels.scored)
+    out = {"val_dice": mean_over(per_class, labels.scored)}
+    for members in list(labels.subsets.values())[:1]:
+        out["val_dice_subset"] = mean_over(per_class, members)
+    return out
+
+
+@torch.no_grad()
+def validate_classification(model: nn.Module, loader: Any, labels: Labels, prec: Precision, ctx: Dist,
+                            show: bool = False) -> dict[str, float]:
+    """``val_auc`` (mean ROC AUC over labels) and ``val_auc/<label>``, over every rank's images."""
+    model.eval()
+    _, s, t = classify_batches(model, loader, ctx.device, prec.autocast, enabled=show, desc="validation")
     if ctx.enabled:
         gathered: list[Any] = [None] * ctx.world_size
         dist.all_gather_object(gathered, (s, t))
         s, t = torch.cat([g[0] for g in gathered]), torch.cat([g[1] for g in gathered])
-    result = multilabel_auc(t.numpy(), s.numpy(), labels)
+    result = multilabel_auc(t.numpy(), s.numpy(), labels.names)
     out = {"val_auc": float(result["mean_auc"])}
     out.update({f"val_auc/{name}": float(v["auc"]) for name, v in result["labels"].items()})
     return out

@@ -95,13 +95,9 @@ def _n_labelled(run_dir: Path) -> int:
 
 def _train_pool(fine) -> int:
     """Labelled training cases (or images) before any fraction is taken."""
-    if int(fine.data.spatial_dims) == 2:
-        from selfmedmae.data.dataset_2d import split_ids_2d
+    from selfmedmae.data.facade import build
 
-        return len(split_ids_2d(fine.data)["train"])
-    from selfmedmae.data.splits import split_cases
-
-    return len(split_cases(fine.data)["train_pool"])
+    return len(build(fine.data).items("train_pool"))
 
 
 def budget_overrides(fine, fraction: float, budget: str, pool: int) -> list[str]:

@@ -2,7 +2,7 @@
 
 ``global_pool=False`` classifies the normed class token; ``global_pool=True`` averages the patch tokens
 and normalises them with ``fc_norm`` (the original MAE fine-tuning option; the encoder's final ``norm`` is
-then not used, so it is removed rather than left without a gradient). The head returns logits: apply a
+then not used, so the encoder is built without it: ``ViT(..., final_norm=False)``). The head returns logits: apply a
 sigmoid per label for multi-label targets.
 """
 from __future__ import annotations
@@ -20,7 +20,9 @@ class ViTClassifier(nn.Module):
         self.encoder = encoder
         self.global_pool = global_pool
         if global_pool:
-            encoder.norm = nn.Identity()
+            if not isinstance(encoder.norm, nn.Identity):
+                raise ValueError("global_pool=True pools unnormalised tokens into fc_norm: build the encoder with "
+                                 "ViT(..., final_norm=False)")
             self.fc_norm = layer_norm(encoder.embed_dim)
         self.head = nn.Linear(encoder.embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=2e-5)  # MAE fine-tuning: a near-zero start

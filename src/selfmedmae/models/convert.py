@@ -83,12 +83,9 @@ def _encoder_args(sd: State, prefix: str, n_tokens: int, opts: dict[str, Any], s
                 drop_path_rate=float(opts.pop("drop_path_rate", 0.0)), pos_embed=pos_embed)
 
 
-def from_official_mae3d(sd: State, opts: dict[str, Any], src: str) -> tuple[str, dict, State]:
-    enc = _encoder_args(sd, "encoder.", sd["encoder_pos_embed"].shape[1], opts, src, "sincos")
-    args = dict(encoder=enc, decoder_embed_dim=int(sd["mask_token"].shape[-1]),
-                decoder_depth=_count_blocks(sd, "decoder.blocks."),
-                decoder_num_heads=int(_need(opts, "decoder_num_heads", src)),
-                mask_ratio=float(opts.pop("mask_ratio", 0.75)), norm_pix_loss=True, norm_pix_unbiased=False)
+def official_mae3d_state(sd: State) -> State:
+    """The official MAE3D's tensors under our names (``encoder.*``, ``decoder_*``); its position tables get
+    the zero class-token row. Shared by ``convert`` and fine-tuning's ``init=official:PATH``."""
     out: State = {}
     for k, v in sd.items():
         if k == "encoder_pos_embed":
@@ -107,7 +104,16 @@ def from_official_mae3d(sd: State, opts: dict[str, Any], src: str) -> tuple[str,
             continue  # an Identity in the official encoder; nothing to keep
         else:
             out[k] = v
-    return "mae", args, out
+    return out
+
+
+def from_official_mae3d(sd: State, opts: dict[str, Any], src: str) -> tuple[str, dict, State]:
+    enc = _encoder_args(sd, "encoder.", sd["encoder_pos_embed"].shape[1], opts, src, "sincos")
+    args = dict(encoder=enc, decoder_embed_dim=int(sd["mask_token"].shape[-1]),
+                decoder_depth=_count_blocks(sd, "decoder.blocks."),
+                decoder_num_heads=int(_need(opts, "decoder_num_heads", src)),
+                mask_ratio=float(opts.pop("mask_ratio", 0.75)), norm_pix_loss=True, norm_pix_unbiased=False)
+    return "mae", args, official_mae3d_state(sd)
 
 
 def from_official_unetr3d(sd: State, opts: dict[str, Any], src: str) -> tuple[str, dict, State]:
@@ -159,7 +165,7 @@ def convert_state_dict(sd: State, source_format: str, overrides: dict[str, Any] 
         raise UserError(f"{src}: missing key {exc} for --from {source_format}") from None
     if opts:
         raise UserError(f"{src}: unknown option(s) for --from {source_format}: {', '.join(opts)}")
-    from selfmedmae.config.check import check_heads
+    from selfmedmae.config.validate import check_heads
 
     check_heads(args["encoder"]["embed_dim"], args["encoder"]["num_heads"], "num_heads")
     if "decoder_num_heads" in args:

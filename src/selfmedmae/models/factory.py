@@ -31,7 +31,8 @@ def build_model(kind: str, args: dict[str, Any]) -> nn.Module:
     if kind == "vit":
         return ViT(**enc)
     if kind == "classifier":
-        return ViTClassifier(ViT(**enc), args["num_classes"], args.get("global_pool", False))
+        pool = args.get("global_pool", False)
+        return ViTClassifier(ViT(**enc, final_norm=not pool), args["num_classes"], pool)
     return UNETR(ViT(**enc), args["num_classes"], args.get("feature_size", 16), args.get("skip_blocks"),
                  channels_last=bool(args.get("channels_last", False)))
 

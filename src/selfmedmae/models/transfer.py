@@ -99,3 +99,15 @@ def inflate_2d_into_3d(encoder: ViT, state_2d: Mapping[str, torch.Tensor], sourc
     report = load_encoder(encoder, src, encoder.grid, source_name)
     report.skipped.append("pos_embed (a 2D table has no 3D counterpart; the sin-cos start is kept)")
     return report
+
+
+def load_2d_vit(encoder: ViT, state_dict: Mapping[str, torch.Tensor], source_name: str) -> TransferReport:
+    """A 2D ViT with timm names (ImageNet, original MAE) into ``encoder``: as is into a 2D encoder,
+    inflated (:func:`inflate_2d_into_3d`) into a 3D one. Heads and MAE decoders are left out."""
+    sd = {k: v for k, v in state_dict.items() if not k.startswith(("head.", "fc_norm.", "decoder", "mask_token"))}
+    if encoder.spatial_dims == 3:
+        return inflate_2d_into_3d(encoder, sd, source_name)
+    state = encoder_state(sd)
+    rows = state["pos_embed"].shape[1] - 1 if "pos_embed" in state else 0
+    side = round(rows ** 0.5)
+    return load_encoder(encoder, state, [side, side], source_name)

@@ -1,11 +1,12 @@
-"""The epoch loop shared by pre-training and fine-tuning: loaders, precision, accumulation, the lr
-schedule per iteration, and the stop on a non-finite loss. Stage files supply a ``loss_fn``."""
+"""The epoch loop shared by pre-training and fine-tuning: how a global batch is cut (:func:`plan`), the
+seeded loader (:func:`make_loader`), and :func:`train_one_epoch` (accumulation, the lr schedule per
+iteration, precision, mid-epoch checkpoints, the stop on a non-finite loss). :class:`~selfmedmae.train.trainer.Trainer`
+wires them for a stage, which supplies a ``loss_fn``."""
 from __future__ import annotations
 
 import contextlib
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from selfmedmae.errors import UserError
 from selfmedmae.train.distributed import Dist, broadcast_flag, mean_across
+from selfmedmae.precision import Precision
 from selfmedmae.train.log import MetricsLog, Progress
 from selfmedmae.train.rng import SeededDataset
 from selfmedmae.train.schedule import apply_lr, lr_at
@@ -23,46 +25,6 @@ class DivergedError(UserError):
     """The loss became NaN or Inf; the stage adds which checkpoint is kept (if any was written yet)."""
 
     exit_code = 3
-
-
-@dataclass
-class Precision:
-    dtype: Optional[torch.dtype]  # None: float32
-    device_type: str
-    scaler: Optional[torch.amp.GradScaler]
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
-
-
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX512-BF16: without them bf16 is emulated on the CPU and runs slower than float32
-    (measured here on an AVX2-only EPYC: conv3d 12x, ViT blocks several times slower)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 on GPUs that have it (else fp16), bf16 on CPUs with native bf16, else fp32."""
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def precision(name: str, device: torch.device) -> Precision:
-    name = resolve_precision(name, device)
-    if name == "fp16" and device.type != "cuda":
-        raise UserError("run.precision: fp16 needs a GPU; use bf16 on the CPU")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[name]
-    scaler = torch.amp.GradScaler("cuda") if name == "fp16" else None
-    return Precision(dtype, device.type, scaler)
 
 
 @dataclass
@@ -100,9 +62,10 @@ class ResumableSampler(DistributedSampler):
 
 
 def make_loader(dataset: Any, batch: int, ctx: Dist, seed: int, workers: int,
-                collate: Optional[Callable] = None) -> tuple[DataLoader, SeededDataset]:
+                collate: Optional[Callable] = None) -> DataLoader:
     """Shuffled by (seed, epoch) through a DistributedSampler in one process too, so that N processes
-    see, step by step, the same global batch as one process."""
+    see, step by step, the same global batch as one process. ``loader.dataset`` is the :class:`SeededDataset`
+    that seeds each item's random transforms by (seed, epoch, index)."""
     seeded = SeededDataset(dataset, seed)
     sampler = EpochIndices(ResumableSampler(seeded, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                             seed=seed, drop_last=True))
@@ -111,7 +74,7 @@ def make_loader(dataset: Any, batch: int, ctx: Dist, seed: int, workers: int,
     loader = DataLoader(seeded, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
                         collate_fn=collate, pin_memory=ctx.device.type == "cuda",
                         persistent_workers=workers > 0)
-    return loader, seeded
+    return loader
 
 
 class EpochIndices(Sampler):
@@ -140,22 +103,37 @@ class EpochIndices(Sampler):
         return ((self.epoch, i) for i in self.sampler)
 
 
-def train_epoch(model: nn.Module, loader: DataLoader, seeded: SeededDataset, optimizer: torch.optim.Optimizer,
-                loss_fn: Callable[[Any, int], tuple[torch.Tensor, int]], prec: Precision, plan_: Plan,
-                sched: dict, epoch: int, global_step: int, ctx: Dist, log: MetricsLog, progress: Progress,
-                clip_grad: Optional[float] = None, log_every: int = 10, resume_at: Optional[dict] = None,
-                save_every_steps: int = 0, save: Optional[Callable[[dict], None]] = None) -> tuple[int, float]:
+@dataclass
+class Loop:
+    """What each optimiser step needs besides the model, its data and its optimiser."""
+
+    plan: Plan
+    sched: dict  # lr schedule: peak, epochs, warmup_epochs, min_lr
+    prec: Precision
+    ctx: Dist
+    log: MetricsLog
+    progress: Progress
+    clip_grad: Optional[float] = None
+    log_every: int = 10
+    save_every_steps: int = 0  # mid-epoch checkpoints (0: off)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    loss_fn: Callable[[Any, int], tuple[torch.Tensor, int]], epoch: int, step: int, loop: Loop,
+                    resume_at: Optional[dict] = None, save: Optional[Callable[[dict], None]] = None
+                    ) -> tuple[int, float]:
     """One epoch of optimiser steps. ``loss_fn(batch, micro_index)`` -> (loss, samples in the batch).
     Returns the new global step and the epoch's mean loss (over ranks).
 
-    Mid-epoch checkpoints: every ``save_every_steps`` global steps (not at the epoch's last step, which the
-    stage saves) ``save(position)`` is called with ``{"step_in_epoch", "loss_sum", "loss_count"}``; a run
-    resumed from such a checkpoint passes it back as ``resume_at`` and continues with the same samples, masks
-    and random draws as an uninterrupted run."""
+    Mid-epoch checkpoints: every ``loop.save_every_steps`` global steps (not at the epoch's last step, which
+    the caller saves) ``save(position)`` is called with ``{"step", "step_in_epoch", "loss_sum", "loss_count"}``;
+    a run resumed from such a checkpoint passes it back as ``resume_at`` and continues with the same samples,
+    masks and random draws as an uninterrupted run."""
+    plan_, ctx, prec = loop.plan, loop.ctx, loop.prec
     first = int(resume_at["step_in_epoch"]) if resume_at else 0
     loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
     loader.sampler.skip = first * plan_.micro_batch * plan_.accum_iter  # type: ignore[union-attr]
-    seeded.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)  # type: ignore[attr-defined]  (a SeededDataset: make_loader's)
     model.train()
     total, count = (float(resume_at["loss_sum"]), int(resume_at["loss_count"])) if resume_at else (0.0, 0)
     micro = first * plan_.accum_iter
@@ -164,8 +142,8 @@ def train_epoch(model: nn.Module, loader: DataLoader, seeded: SeededDataset, opt
             it = iter(loader)
     else:
         it = iter(loader)
-    for step in range(first, plan_.steps_per_epoch):
-        lr = lr_at(epoch + step / plan_.steps_per_epoch, **sched)
+    for i in range(first, plan_.steps_per_epoch):
+        lr = lr_at(epoch + i / plan_.steps_per_epoch, **loop.sched)
         apply_lr(optimizer, lr)
         optimizer.zero_grad(set_to_none=True)
         step_loss, samples = 0.0, 0
@@ -181,23 +159,23 @@ def train_epoch(model: nn.Module, loader: DataLoader, seeded: SeededDataset, opt
             step_loss += float(loss.detach()) / plan_.accum_iter
             samples += n
         if broadcast_flag(not torch.isfinite(torch.tensor(step_loss)), ctx):
-            raise DivergedError(f"the loss became {step_loss} at epoch {epoch}, step {step}; stopped")
+            raise DivergedError(f"the loss became {step_loss} at epoch {epoch}, step {i}; stopped")
         if prec.scaler:
             prec.scaler.unscale_(optimizer)
-        if clip_grad:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        if loop.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), loop.clip_grad)
         if prec.scaler:
             prec.scaler.step(optimizer)
             prec.scaler.update()
         else:
             optimizer.step()
-        global_step += 1
+        step += 1
         total, count = total + step_loss, count + 1
-        rate = progress.update(epoch, step_loss, lr, samples * ctx.world_size)
-        if global_step % log_every == 0 or step == plan_.steps_per_epoch - 1:
-            log.write({"kind": "train", "step": global_step, "epoch": epoch, "loss": step_loss, "lr": lr,
-                       "samples_per_s": rate})
-        if save is not None and save_every_steps and global_step % save_every_steps == 0 \
-                and step < plan_.steps_per_epoch - 1:
-            save({"step": global_step, "step_in_epoch": step + 1, "loss_sum": total, "loss_count": count})
-    return global_step, mean_across({"loss": total / max(count, 1)}, ctx)["loss"]
+        rate = loop.progress.update(epoch, step_loss, lr, samples * ctx.world_size)
+        if step % loop.log_every == 0 or i == plan_.steps_per_epoch - 1:
+            loop.log.write({"kind": "train", "step": step, "epoch": epoch, "loss": step_loss, "lr": lr,
+                            "samples_per_s": rate})
+        if save is not None and loop.save_every_steps and step % loop.save_every_steps == 0 \
+                and i < plan_.steps_per_epoch - 1:
+            save({"step": step, "step_in_epoch": i + 1, "loss_sum": total, "loss_count": count})
+    return step, mean_across({"loss": total / max(count, 1)}, ctx)["loss"]

@@ -1,9 +1,9 @@
-"""What both stages do before and after their loop: the config and data checks, the run folder (lock,
-ownership, resume decision: :mod:`selfmedmae.train.run_dir`), seeds, the data of the training split,
-resume, what a stop or a failed start leaves behind, and the closing summary line."""
+"""What both stages do before and after their loop: the config check, the data (built once:
+:func:`selfmedmae.data.build`, checked, its splits recorded), the run folder (lock, ownership, resume
+decision: :mod:`selfmedmae.train.run_dir`), seeds, resume, what a stop or a failed start leaves behind,
+and the closing summary line."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -18,10 +18,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from selfmedmae.config import save_config, to_dict
+from selfmedmae.data.facade import Data, build
 from selfmedmae.errors import Stopped, Terminated, UserError
 from selfmedmae.train.distributed import Dist, barrier, broadcast_flag, digests_across, setup
 from selfmedmae.train.log import MetricsLog
-from selfmedmae.train.engine import DivergedError, Precision, precision
+from selfmedmae.precision import Precision, precision
+from selfmedmae.train.engine import DivergedError
 from selfmedmae.train.rng import seed_everything
 from selfmedmae.train.run_dir import RunLock, decide_resume, held_files
 from selfmedmae.train.state import resume_training_state
@@ -35,11 +37,13 @@ class Run:
     ctx: Dist
     dir: Path
     prec: Precision
+    data: Data
     lock: Optional[RunLock] = None
     created: list = field(default_factory=list)  # folders this start made, deepest first
     fresh: bool = False  # decided to start afresh (not a resume): a failed start removes what it wrote
     started: bool = False  # the first optimiser step is under way: files stay, whatever happens
     prev_sigterm: Any = None  # the SIGTERM handler before this run (restored at its end)
+    progress: Any = None  # the progress bar of its loop: closed at the end, so a message starts on its own line
 
     @property
     def checkpoints(self) -> Path:
@@ -50,28 +54,15 @@ class Run:
         return self.checkpoints / "last.pt"
 
 
-def input_size(cfg: DictConfig) -> list[int]:
-    """The model's input: the 3D crop, or the 2D crop."""
-    if cfg.data.spatial_dims == 2:
-        return [int(cfg.data.crop_size)] * 2
-    return [int(s) for s in cfg.data.roi_size]
-
-
-def check_data(cfg: DictConfig) -> None:
-    from selfmedmae.data.check import check_or_raise
-
-    check_or_raise(cfg)
-
-
 def start(cfg: DictConfig, command: str) -> Run:
     """Config check, distributed setup, the run folder claimed (lock, ownership, resume decision), the data
     check, config and splits saved. Nothing is written before every check has passed; a refusal changes
     nothing in the folder. ``cfg.run.resume`` leaves as a plain bool (``auto`` decided here)."""
-    from selfmedmae.config.check import validate
+    from selfmedmae.config.validate import validate
 
     validate(cfg, command)
     ctx = setup(cfg.run.device)
-    run = Run(cfg, ctx, Path(cfg.run.dir), precision(cfg.run.precision, ctx.device))
+    run = Run(cfg, ctx, Path(cfg.run.dir), precision(cfg.run.precision, ctx.device), build(cfg.data, cfg.run.dir))
     failed: Optional[UserError] = None
     resume = False
     if ctx.is_main:
@@ -111,7 +102,7 @@ def _claim(run: Run) -> bool:
         print(note)
     had = held_files(run_dir)
     resume = decide_resume(run_dir, cfg.run.resume, to_dict(cfg))
-    check_data(cfg)
+    run.data.check_or_raise(str(cfg.stage))
     run.fresh = not resume  # from here on this start writes; a fresh one that fails removes what it wrote
     if not resume and had:  # run.resume=auto: the same run, killed before its first checkpoint: start over
         _remove_run_files(run_dir, cfg)
@@ -122,7 +113,7 @@ def _claim(run: Run) -> bool:
     for tmp in run.checkpoints.glob(".*.tmp"):  # half-written saves of a killed process (we hold the lock)
         tmp.unlink(missing_ok=True)
     _save_config_atomic(cfg, run_dir / "config.yaml")
-    write_splits(cfg)
+    run.data.write_splits(str(cfg.stage))
     return resume
 
 
@@ -189,6 +180,8 @@ def _checkpoint_text(run: Run) -> Optional[str]:
 
 def stopped(run: Run, exc: BaseException) -> BaseException:
     """What a stage raises instead of ``exc``: a failed start is undone; a stop or divergence says what is kept."""
+    if run.progress is not None:
+        run.progress.close()
     if run.ctx.is_main and not run.started:
         _undo_start(run)
     if isinstance(exc, (KeyboardInterrupt, Terminated)):
@@ -208,28 +201,6 @@ def stopped(run: Run, exc: BaseException) -> BaseException:
                 else "no checkpoint had been written yet")
         return DivergedError(f"{exc}; {tail} (lower the lr, or set train.clip_grad)")
     return exc
-def write_splits(cfg: DictConfig) -> None:
-    """Which cases fell where, for the record (``<run.dir>/splits.json``)."""
-    if cfg.data.spatial_dims == 2:
-        from selfmedmae.data.dataset_2d import split_ids_2d
-
-        (Path(cfg.run.dir) / "splits.json").write_text(json.dumps(split_ids_2d(cfg.data), indent=1))
-    else:
-        from selfmedmae.data.splits import write_splits as write_3d
-
-        write_3d(cfg.run.dir, cfg.data, stage=cfg.stage)
-
-
-def train_dataset(cfg: DictConfig, mode: str) -> Any:
-    if cfg.data.spatial_dims == 2:
-        from selfmedmae.data.dataset_2d import build_2d_dataset
-
-        return build_2d_dataset(cfg.data, "pretrain" if mode == "pretrain" else "train", train=True)
-    from selfmedmae.data.loader import build_train_dataset
-
-    return build_train_dataset(cfg, mode)
-
-
 def maybe_resume(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, kind: str) -> dict:
     """Restore from last.pt when run.resume is set; the start position otherwise."""
     if not run.cfg.run.resume:

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from omegaconf import DictConfig
 
+from selfmedmae.data.facade import Data
 from selfmedmae.errors import UserError
 from selfmedmae.eval.figures import plot_mae_reconstruction
 from selfmedmae.models.mae import MAE
@@ -28,21 +28,12 @@ def _fit(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     return x
 
 
-def sample_images(cfg: DictConfig, size: list[int], count: int = 2) -> Optional[torch.Tensor]:
-    """Up to ``count`` evaluation-preprocessed images [N, C, *size] from val (else train)."""
+def sample_images(data: Data, count: int = 2) -> Optional[torch.Tensor]:
+    """Up to ``count`` evaluation-preprocessed images [N, C, *input_size] from val (else train)."""
+    size = data.input_size
     for split in ("val", "train"):
         try:
-            if cfg.data.spatial_dims == 2:
-                from selfmedmae.data.dataset_2d import build_2d_dataset
-
-                ds = build_2d_dataset(cfg.data, split, train=False)
-            else:
-                from selfmedmae.data.loader import make_dataset
-                from selfmedmae.data.splits import cases_for
-                from selfmedmae.data.transforms_3d import eval_transforms
-
-                items = cases_for(cfg.data, split)[:count]
-                ds = make_dataset(items, eval_transforms(cfg.data, False), _no_cache(cfg.data))
+            ds = data.dataset(split, cache="none")
         except UserError:
             continue
         if len(ds) == 0:
@@ -52,17 +43,9 @@ def sample_images(cfg: DictConfig, size: list[int], count: int = 2) -> Optional[
     return None
 
 
-def _no_cache(data_cfg: DictConfig) -> DictConfig:
-    from omegaconf import OmegaConf
-
-    out = OmegaConf.create(OmegaConf.to_container(data_cfg))
-    out.cache = "none"
-    return out
-
-
 class ReconstructionFigure:
-    def __init__(self, cfg: DictConfig, size: list[int], seed: int):
-        self.images = sample_images(cfg, size)
+    def __init__(self, data: Data, seed: int):
+        self.images = sample_images(data)
         self.seed = seed
 
     def save(self, model: MAE, path: Path) -> Optional[Path]:
@@ -78,4 +61,4 @@ class ReconstructionFigure:
         return plot_mae_reconstruction(out["original"].cpu(), out["reconstruction"].cpu(), path,
                                        masked=out["masked"].cpu(), paste=out["paste"].cpu(),
                                        mask=out["mask"].cpu(), patch_size=model.encoder.patch_size,
-                                       spatial_dims=model.encoder.spatial_dims)
+                                       batched=True)

@@ -16,52 +16,14 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from selfmedmae.config.rules import _choice, _err, _get, _in_range, _positive
+from selfmedmae.data.settings import check_data_settings, check_task, input_key, input_shape
 from selfmedmae.errors import UserError
 
-FORMATS = ("msd", "btcv", "brats", "cxr14", "csv")
-INTENSITIES = ("ct", "nonzero", "percentile")
-CACHES = ("memory", "disk", "none")
 SPLITS = ("val", "test", "all")
 RESUME = (True, False, "auto")
 DEFAULT_BASE_LR = 1.5e-4  # the schema default (train/config.py): set elsewhere it is the user's choice
 TRAINING = ("pretrain", "finetune")
-
-
-def _err(key: str, text: str) -> UserError:
-    from selfmedmae.config import ConfigError
-
-    return ConfigError(f"{key}: {text}")
-
-
-def _positive(cfg: Any, key: str, allow_zero: bool = False, integer: bool = False) -> None:
-    value = _get(cfg, key)
-    if value is None:
-        return
-    bad = value < 0 if allow_zero else value <= 0
-    if bad or (isinstance(value, float) and not math.isfinite(value)):
-        raise _err(key, f"{value} must be {'>= 0' if allow_zero else '> 0'}")
-
-
-def _in_range(cfg: Any, key: str, lo: float, hi: float, hi_open: bool = True, lo_open: bool = False) -> None:
-    value = _get(cfg, key)
-    if value is None:
-        return
-    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok or not math.isfinite(float(value)):
-        raise _err(key, f"{value} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
-
-
-def _choice(cfg: Any, key: str, choices: tuple) -> None:
-    value = _get(cfg, key)
-    if value not in choices:
-        raise _err(key, f"{value!r} is not one of {', '.join(map(str, choices))}")
-
-
-def _get(cfg: Any, key: str) -> Any:
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def check_heads(embed_dim: int, num_heads: int, key: str = "num_heads") -> None:
@@ -94,16 +56,6 @@ def model_sizes(cfg: Any) -> dict[str, int]:
     return sizes
 
 
-def input_shape(cfg: Any) -> list[int]:
-    dims = int(cfg.data.spatial_dims)
-    if dims == 2:
-        return [int(cfg.data.crop_size)] * 2
-    roi = list(cfg.data.roi_size)
-    if len(roi) != 3:
-        raise _err("data.roi_size", f"{roi} has {len(roi)} sizes; 3D data needs one per axis, e.g. [96, 96, 96]")
-    return [int(s) for s in roi]
-
-
 def check_model(cfg: Any, command: str) -> None:
     sizes = model_sizes(cfg)
     check_heads(sizes["embed_dim"], sizes["num_heads"], "model.num_heads")
@@ -112,7 +64,7 @@ def check_model(cfg: Any, command: str) -> None:
     _in_range(cfg, "model.drop_path_rate", 0.0, 1.0)
     patch = int(cfg.model.patch_size)
     shape = input_shape(cfg)
-    where = "data.crop_size" if int(cfg.data.spatial_dims) == 2 else "data.roi_size"
+    where = input_key(cfg)
     if any(s <= 0 for s in shape):
         raise _err(where, f"{shape}: sizes must be > 0")
     if any(s % patch for s in shape):
@@ -147,46 +99,8 @@ def check_model(cfg: Any, command: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ data
 def check_data(cfg: Any, command: str) -> None:
-    d = cfg.data
-    _choice(cfg, "data.format", FORMATS)
-    _choice(cfg, "data.spatial_dims", (2, 3))
-    if d.format in ("msd", "btcv", "brats") and int(d.spatial_dims) != 3:
-        raise _err("data.spatial_dims", f"format {d.format} holds 3D volumes, got {d.spatial_dims}")
-    if d.format == "cxr14" and int(d.spatial_dims) != 2:
-        raise _err("data.spatial_dims", f"format cxr14 holds 2D images, got {d.spatial_dims}")
-    _positive(cfg, "data.in_chans")
-    _choice(cfg, "data.cache", CACHES)
-    _in_range(cfg, "data.cache_rate", 0.0, 1.0, hi_open=False, lo_open=True)
-    _positive(cfg, "data.num_workers", allow_zero=True)
-    _in_range(cfg, "data.val_fraction", 0.0, 1.0)
-    _in_range(cfg, "data.test_fraction", 0.0, 1.0)
-    if d.val_fraction + d.test_fraction >= 1.0:
-        raise _err("data.test_fraction", f"val_fraction {d.val_fraction} + test_fraction {d.test_fraction} leave "
-                                         f"no training cases")
-    if int(d.spatial_dims) == 3:
-        input_shape(cfg)
-        _choice(cfg, "data.intensity", INTENSITIES)
-        if d.intensity == "ct" and not d.a_min < d.a_max:
-            raise _err("data.a_max", f"{d.a_max} must be above data.a_min {d.a_min}")
-        if d.intensity == "percentile":
-            p = list(d.percentiles)
-            if len(p) != 2 or not 0 <= p[0] < p[1] <= 100:
-                raise _err("data.percentiles", f"{p} must be [low, high] with 0 <= low < high <= 100")
-        if d.spacing is not None and (len(d.spacing) != 3 or any(not s > 0 for s in d.spacing)):
-            raise _err("data.spacing", f"{list(d.spacing)} must be three sizes > 0 in mm (or null)")
-        _positive(cfg, "data.num_samples")
-        for key in ("flip_prob", "rot90_prob", "intensity_prob"):
-            _in_range(cfg, f"data.{key}", 0.0, 1.0, hi_open=False)
-        if len(d.pos_neg) != 2 or any(v < 0 for v in d.pos_neg) or sum(d.pos_neg) <= 0:
-            raise _err("data.pos_neg", f"{list(d.pos_neg)} must be two weights >= 0, not both 0")
-    else:
-        _positive(cfg, "data.image_size")
-        _positive(cfg, "data.crop_size")
-        if d.crop_size > d.image_size:
-            raise _err("data.crop_size", f"{d.crop_size} is larger than data.image_size {d.image_size}")
-        _positive(cfg, "data.std")
-        if int(d.in_chans) not in (1, 3):
-            raise _err("data.in_chans", f"{d.in_chans}: 2D images are read grey, repeated to 1 or 3 channels")
+    """The data section, by the rules of its format (:mod:`selfmedmae.data.settings`)."""
+    check_data_settings(cfg)
 
 
 # ------------------------------------------------------------------------------------------- train/run
@@ -249,10 +163,7 @@ def check_stage(cfg: Any, command: str) -> None:
         raise _err("stage", f"this is a {other} config (stage: {cfg.stage}), given to `selfmedmae {command}`; "
                             f"run `selfmedmae {cfg.stage}` with it, or set stage={command}")
     if command == "finetune":
-        want = 2 if cfg.task == "classification" else 3
-        if int(cfg.data.spatial_dims) != want:
-            raise _err("task", f"{cfg.task} fine-tuning takes {want}D data, but data.spatial_dims is "
-                               f"{cfg.data.spatial_dims}")
+        check_task(cfg)
     if command == "pretrain" and str(cfg.init) != "scratch":
         raise _err("init", f"{cfg.init!r}: pre-training always starts from scratch; init is for fine-tuning")
     if cfg.run.resume not in RESUME:
@@ -278,7 +189,7 @@ def _peek(path: str) -> dict:
 def check_init(cfg: Any, may_be_missing: bool = False) -> None:
     """``may_be_missing``: a checkpoint that does not exist yet passes (``check-data`` before the
     pre-training that writes it); one that exists is still checked."""
-    from selfmedmae.train.initialise import KINDS
+    from selfmedmae.models.initialise import KINDS
 
     init = str(cfg.init)
     kind, _, path = init.partition(":")
@@ -290,7 +201,7 @@ def check_init(cfg: Any, may_be_missing: bool = False) -> None:
         if may_be_missing:
             return
         raise _err("init", f"{path}: checkpoint file not found")
-    dims = int(cfg.data.spatial_dims)
+    dims = len(input_shape(cfg))  # the axes of the model's input
     ckpt = _peek(path)
     if kind in ("mae", "native"):
         if ckpt.get("format") != "selfmedmae":
@@ -302,7 +213,7 @@ def check_init(cfg: Any, may_be_missing: bool = False) -> None:
             raise _err("init", f"{path}: has no encoder model_args; not a checkpoint written by selfmedmae") from None
         if src_dims != dims:
             raise _err("init", f"{path}: a {src_dims}D {ckpt.get('kind')} checkpoint cannot start a {dims}D run "
-                               f"(data.spatial_dims is {dims})")
+                               f"(its input {input_key(cfg)} has {dims} axes)")
         return
     from selfmedmae.models.convert import unwrap_state_dict
 
@@ -311,7 +222,7 @@ def check_init(cfg: Any, may_be_missing: bool = False) -> None:
         if "encoder_pos_embed" not in sd:
             raise _err("init", f"{path}: no encoder_pos_embed: not a checkpoint of the official MAE3D")
         if dims != 3:
-            raise _err("init", f"{path}: the official MAE3D is 3D; data.spatial_dims is {dims}")
+            raise _err("init", f"{path}: the official MAE3D is 3D; this run's input ({input_key(cfg)}) is {dims}D")
         return
     weight = sd.get("patch_embed.proj.weight", sd.get("encoder.patch_embed.proj.weight"))
     if weight is None:
@@ -333,6 +244,8 @@ def validate(cfg: Any, command: str) -> None:
         check_train(cfg)
     check_model(cfg, stage if stage in TRAINING else "inference")
     check_eval(cfg)
+    if command in ("evaluate", "predict"):  # an override may have put other data under the model
+        check_task(cfg)
     if command in TRAINING:
         check_device(cfg.run.device, str(cfg.run.precision))
     if stage == "finetune":

@@ -7,22 +7,10 @@ from torch import nn
 
 from selfmedmae.errors import UserError
 from selfmedmae.models.checkpoint import read_checkpoint, read_native
-from selfmedmae.models.convert import unwrap_state_dict
-from selfmedmae.models.pos_embed import with_cls_row
-from selfmedmae.models.transfer import TransferReport, encoder_state, inflate_2d_into_3d, load_encoder
+from selfmedmae.models.convert import official_mae3d_state, unwrap_state_dict
+from selfmedmae.models.transfer import TransferReport, encoder_state, load_2d_vit, load_encoder
 
 KINDS = ("scratch", "mae", "native", "official", "imagenet")
-
-
-def _official_encoder(path: str) -> tuple[dict, list[int]]:
-    sd = unwrap_state_dict(read_checkpoint(path))
-    if "encoder_pos_embed" not in sd:
-        raise UserError(f"{path}: no encoder_pos_embed: not a checkpoint of the official MAE3D")
-    enc = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.") and ".head." not in k}
-    enc["pos_embed"] = with_cls_row(sd["encoder_pos_embed"][0])  # the official transfer rule
-    tokens = sd["encoder_pos_embed"].shape[1]
-    side = round(tokens ** (1 / 3))
-    return enc, [side] * 3
 
 
 def initialise(model: nn.Module, init: str) -> TransferReport | None:
@@ -40,14 +28,10 @@ def initialise(model: nn.Module, init: str) -> TransferReport | None:
         patch = [patch] * len(args["img_size"]) if isinstance(patch, int) else patch
         grid = [s // p for s, p in zip(args["img_size"], patch)]
         return load_encoder(encoder, encoder_state(ckpt["state_dict"]), grid, path)
+    sd = unwrap_state_dict(read_checkpoint(path))
     if kind == "official":
-        enc, grid = _official_encoder(path)
-        return load_encoder(encoder, enc, grid, path)
-    sd = unwrap_state_dict(read_checkpoint(path))  # imagenet: timm names, maybe under 'model'
-    sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "fc_norm.", "decoder", "mask_token"))}
-    if encoder.spatial_dims == 3:
-        return inflate_2d_into_3d(encoder, sd, path)
-    state = encoder_state(sd)
-    rows = state["pos_embed"].shape[1] - 1 if "pos_embed" in state else 0
-    side = round(rows ** 0.5)
-    return load_encoder(encoder, state, [side, side], path)
+        if "encoder_pos_embed" not in sd:
+            raise UserError(f"{path}: no encoder_pos_embed: not a checkpoint of the official MAE3D")
+        side = round(sd["encoder_pos_embed"].shape[1] ** (1 / 3))
+        return load_encoder(encoder, encoder_state(official_mae3d_state(sd)), [side] * 3, path)
+    return load_2d_vit(encoder, sd, path)  # imagenet: timm names, maybe under 'model'; inflated for 3D

@@ -1,0 +1,235 @@
+"""The table of data formats: each one is a small object with the same protocol, registered once in
+:data:`FORMATS` under its ``(data.format, data.spatial_dims)``.
+
+Protocol (what :class:`~selfmedmae.data.facade.Data` calls):
+
+- ``scan(data_cfg)``: read the datalist once (file names, labels, splits); problems are collected;
+- ``check(data_cfg, scan, stage)``: every problem of the files, as a :class:`~selfmedmae.data.findings.DataReport`;
+- ``labels(data_cfg, scan)``: class names, multi-label or not, the subset the paper reports;
+- ``split_items(data_cfg, scan, stage)``: the items of each split (``train`` is fine-tuning's label subset,
+  ``pretrain`` what pre-training sees);
+- ``write_splits(run_dir, data_cfg, scan, stage)``: ``splits.json``;
+- ``dataset(data_cfg, items, train, stage, cache_dir, labelled)``: the torch dataset with the format's
+  transforms (random crops for training, whole volumes / centre crops for evaluation).
+
+3D volumes (``msd``, ``brats``, ``btcv``, ``csv``) share :class:`Volumes` and differ in their reader; 2D
+images (``cxr14``, ``csv``) share :class:`Images` and differ in their scanning module. Each format's
+modules are imported when it is used: the 3D path imports MONAI, about 3.5 s more than the whole 2D path
+(``import selfmedmae.data.loader`` 6.0 s against ``selfmedmae.data.dataset_2d`` 2.6 s on this project's
+2-core CPU, under load), which a 2D run should not pay.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from selfmedmae.data.findings import DataReport
+from selfmedmae.errors import UserError
+
+
+SUBSET_NAME = "8 organs"  # the BTCV subset the paper reports (TransUNet protocol)
+
+
+@dataclass
+class Labels:
+    """What a model head, its loss and its metrics need to know of the classes."""
+
+    names: List[str]  # by output channel (3D label maps: background first)
+    multilabel: bool  # sigmoid per channel (BraTS regions, ChestX-ray14 findings) or softmax over classes
+    subsets: Dict[str, List[str]] = field(default_factory=dict)  # reported means over some classes: BTCV's 8 organs
+
+    @property
+    def scored(self) -> List[str]:
+        """The classes metrics score: every channel of overlapping regions, label maps without background."""
+        return list(self.names) if self.multilabel else list(self.names[1:])
+
+    @property
+    def out_channels(self) -> int:
+        return len(self.names)
+
+
+@dataclass
+class VolumeScan:
+    datalist: Any  # decathlon.Datalist
+    extra: Any  # data.extra_unlabelled, read (a Datalist) or None
+
+
+def _read_msd(c):
+    from selfmedmae.data.decathlon import read_msd
+
+    return read_msd(c.root, c.dataset_json)
+
+
+def _read_btcv(c):
+    from selfmedmae.data.btcv import read_btcv
+
+    return read_btcv(c.root, c.dataset_json, c.btcv_split)
+
+
+def _read_csv(c):
+    from selfmedmae.data.csv_folder import read_csv_folder
+
+    return read_csv_folder(c.root, c.csv, c.image_column, c.label_column, c.labels)
+
+
+class Volumes:
+    """3D volumes read through a datalist; MONAI transforms (transforms_3d), cached decoding (loader)."""
+
+    spatial_dims = 3
+    task = "segmentation"
+    input_key = "data.roi_size"
+
+    def check_settings(self, cfg) -> None:
+        from selfmedmae.data.settings import volume_settings
+
+        volume_settings(cfg)
+
+    def input_shape(self, cfg) -> List[int]:
+        from selfmedmae.data.settings import volume_input
+
+        return volume_input(cfg)
+
+    def __init__(self, name: str, reader: Callable[[Any], Any]):
+        self.name, self.reader = name, reader
+
+    def scan(self, data_cfg) -> VolumeScan:
+        from selfmedmae.data.splits import read_datalist, read_extra_unlabelled
+
+        return VolumeScan(read_datalist(data_cfg), read_extra_unlabelled(data_cfg))
+
+    def check(self, data_cfg, scan: VolumeScan, stage: str) -> DataReport:
+        from selfmedmae.data.check import check_3d
+
+        return check_3d(data_cfg, stage, scan.datalist, scan.extra)
+
+    def labels(self, data_cfg, scan: VolumeScan) -> Labels:
+        if self.name == "brats":
+            from selfmedmae.data.brats import REGIONS
+
+            return Labels(list(REGIONS), True)
+        names = scan.datalist.labels
+        if not names:
+            raise UserError(f"{data_cfg.root}: the label names are unknown; set data.labels (background first)")
+        return Labels(list(names), False, self._subsets(data_cfg, list(names)))
+
+    def _subsets(self, data_cfg, names: List[str]) -> Dict[str, List[str]]:
+        """{"8 organs": [names]} for BTCV (``data.organ_subset`` as label values, default the paper's 8 organs)."""
+        values = list(data_cfg.organ_subset) if data_cfg.organ_subset else None
+        if values is None and self.name == "btcv":
+            from selfmedmae.data.btcv import PAPER_ORGANS
+
+            values = list(PAPER_ORGANS)
+        if not values:
+            return {}
+        bad = [v for v in values if not 1 <= int(v) < len(names)]
+        if bad:
+            raise UserError(f"data.organ_subset: label values {bad} are not foreground classes 1..{len(names) - 1}")
+        title = SUBSET_NAME if len(values) == 8 else f"{len(values)}-class subset"
+        return {title: [names[int(v)] for v in values]}
+
+    def split_items(self, data_cfg, scan: VolumeScan, stage: str) -> Dict[str, List[dict]]:
+        from selfmedmae.data.splits import pretrain_cases, split_cases
+
+        if stage == "pretrain":
+            labelled, unlabelled = pretrain_cases(data_cfg, scan.datalist, scan.extra)
+            return {"pretrain": labelled + unlabelled}  # the dataset tells them apart by their "label" key
+        return split_cases(data_cfg, scan.datalist)
+
+    def write_splits(self, run_dir: Path, data_cfg, scan: VolumeScan, stage: str) -> None:
+        from selfmedmae.data.splits import write_splits
+
+        write_splits(run_dir, data_cfg, stage=stage, datalist=scan.datalist, extra=scan.extra)
+
+    def dataset(self, data_cfg, items, train: bool, stage: str, cache_dir: str, labelled: bool = True):
+        from selfmedmae.data.loader import eval_dataset, train_dataset
+
+        if train:
+            return train_dataset(data_cfg, items, stage, cache_dir)
+        return eval_dataset(data_cfg, items, cache_dir, labelled)
+
+
+class Images:
+    """2D images listed by a scanning module (``scan``, ``check``); one preprocessing (transforms_2d) and
+    a shared preprocessing cache (dataset_2d)."""
+
+    spatial_dims = 2
+    task = "classification"
+    input_key = "data.crop_size"
+
+    def check_settings(self, cfg) -> None:
+        from selfmedmae.data.settings import image_settings
+
+        image_settings(cfg)
+
+    def input_shape(self, cfg) -> List[int]:
+        from selfmedmae.data.settings import image_input
+
+        return image_input(cfg)
+
+    def __init__(self, name: str, module: str):
+        self.name, self.module = name, module
+
+    def _mod(self):
+        return import_module(self.module)
+
+    def scan(self, data_cfg):
+        return self._mod().scan(data_cfg)
+
+    def check(self, data_cfg, scan, stage: str) -> DataReport:
+        return self._mod().check(data_cfg, scan)
+
+    def labels(self, data_cfg, scan) -> Labels:
+        from selfmedmae.data.dataset_2d import raise_if_problems
+
+        raise_if_problems(scan.report)
+        if not scan.classes:
+            raise UserError(f"{getattr(scan, 'csv_path', data_cfg.root)}: no class column: no column other than "
+                            f"{data_cfg.image_column!r}, 'split' and data.group_column holds only 0/1 values; set "
+                            f"data.class_columns to the label columns")
+        return Labels(list(scan.classes), True)
+
+    def split_items(self, data_cfg, scan, stage: str) -> Dict[str, list]:
+        from selfmedmae.data.dataset_2d import select_records
+
+        return select_records(scan, data_cfg)
+
+    def write_splits(self, run_dir: Path, data_cfg, scan, stage: str) -> None:
+        from selfmedmae.data.dataset_2d import split_ids_2d
+
+        (Path(run_dir) / "splits.json").write_text(json.dumps(split_ids_2d(data_cfg, scan), indent=1))
+
+    def dataset(self, data_cfg, items, train: bool, stage: str, cache_dir: Optional[str], labelled: bool = True):
+        from selfmedmae.data.dataset_2d import Image2DDataset
+
+        return Image2DDataset(items, data_cfg, train=train, cache_dir=cache_dir)
+
+
+FORMATS = {
+    ("msd", 3): Volumes("msd", _read_msd),
+    ("brats", 3): Volumes("brats", _read_msd),
+    ("btcv", 3): Volumes("btcv", _read_btcv),
+    ("csv", 3): Volumes("csv", _read_csv),
+    ("cxr14", 2): Images("cxr14", "selfmedmae.data.chestxray14"),
+    ("csv", 2): Images("csv", "selfmedmae.data.csv_2d"),
+}
+
+
+def format_of(data_cfg):
+    """The registered format of a data section; UserError naming data.format / data.spatial_dims."""
+    key = (str(data_cfg.format), int(data_cfg.spatial_dims))
+    if key in FORMATS:
+        return FORMATS[key]
+    dims = sorted({d for f, d in FORMATS if f == key[0]})
+    if dims:
+        return_text = " or ".join(map(str, dims))
+        raise UserError(f"data.spatial_dims: data.format={key[0]} reads {return_text}D data, not {key[1]}D")
+    names = sorted({f for f, _ in FORMATS})
+    raise UserError(f"data.format: {key[0]!r} is not one of {', '.join(names)}")
+
+
+def volume_reader(name: str) -> Optional[Callable[[Any], Any]]:
+    fmt = FORMATS.get((name, 3))
+    return fmt.reader if fmt is not None else None
