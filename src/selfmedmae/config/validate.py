@@ -16,9 +16,8 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from selfmedmae.config.rules import _choice, _err, _get, _in_range, _positive
+from selfmedmae.config.rules import _choice, _err, _in_range, _positive
 from selfmedmae.data.settings import check_data_settings, check_task, input_key, input_shape
-from selfmedmae.errors import UserError
 
 SPLITS = ("val", "test", "all")
 RESUME = (True, False, "auto")

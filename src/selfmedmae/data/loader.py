@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import json_hashing
 from torch.utils.data import ConcatDataset

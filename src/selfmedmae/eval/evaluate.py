@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 
 from selfmedmae.data.facade import build
 from selfmedmae.errors import UserError
