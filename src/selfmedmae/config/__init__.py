@@ -13,30 +13,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from selfmedmae.config.sections import DataConfig
+from selfmedmae.config.sections import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from selfmedmae.errors import UserError
-from selfmedmae.config.sections import ModelConfig
-from selfmedmae.config.sections import EvalConfig, TrainConfig
 
 
 class ConfigError(UserError):
     """A config file or override that cannot be used; the message names the file or key."""
-
-
-@dataclass
-class RunConfig:
-    dir: str = "runs/default"  # everything the run writes goes under this folder
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 (GPU) | fp32
-    # false | true (continue from <dir>/checkpoints/last.pt) | auto (resume if this run has a checkpoint, else
-    # start fresh: re-queued cluster jobs). Any: OmegaConf has no bool-or-string type; config.check validates it
-    resume: Any = False
 
 
 @dataclass

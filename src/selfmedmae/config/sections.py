@@ -1,9 +1,9 @@
-"""The sections of the run config: data, model, training and evaluation. The paper's recipe is the default;
-shipped configs set the rest. Each field says which formats or stages read it."""
+"""The sections of the run config: data, model, training, evaluation and run. The paper's recipe is the
+default; shipped configs set the rest. Each field says which formats or stages read it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 @dataclass
 class DataConfig:
@@ -116,3 +116,14 @@ class EvalConfig:
     overlap: float = 0.5  # sliding-window overlap (paper: 0.5)
     sw_batch_size: int = 4
     hd_percentile: float = 95.0
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"  # everything the run writes goes under this folder
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 (GPU) | fp32
+    # false | true (continue from <dir>/checkpoints/last.pt) | auto (resume if this run has a checkpoint, else
+    # start fresh: re-queued cluster jobs). Any: OmegaConf has no bool-or-string type; config.validate checks it
+    resume: Any = False

@@ -16,8 +16,14 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from selfmedmae.config.rules import _choice, _err, _in_range, _positive
 from selfmedmae.data.settings import check_data_settings, check_task, input_key, input_shape
+from selfmedmae.models.checkpoint import read_checkpoint
+from selfmedmae.models.convert import unwrap_state_dict
+from selfmedmae.models.initialise import KINDS
+from selfmedmae.models.presets import PRESETS
 
 SPLITS = ("val", "test", "all")
 RESUME = (True, False, "auto")
@@ -42,8 +48,6 @@ def yaml_error_text(exc: Exception) -> str:
 
 # ----------------------------------------------------------------------------------------------- model
 def model_sizes(cfg: Any) -> dict[str, int]:
-    from selfmedmae.models.presets import PRESETS
-
     name = cfg.model.preset
     if name not in PRESETS:
         raise _err("model.preset", f"{name!r} is not one of {', '.join(PRESETS)}")
@@ -138,8 +142,6 @@ def check_eval(cfg: Any) -> None:
 
 
 def check_device(name: str, precision: Optional[str] = None, key: str = "run.device") -> None:
-    import torch
-
     name = str(name)
     if name in ("auto", "cpu"):
         device_type = "cuda" if name == "auto" and torch.cuda.is_available() else "cpu"
@@ -172,10 +174,6 @@ def check_stage(cfg: Any, command: str) -> None:
 # ------------------------------------------------------------------------------------------------ init
 def _peek(path: str) -> dict:
     """The checkpoint's dict, memory-mapped where the file allows (model_args without reading every tensor)."""
-    import torch
-
-    from selfmedmae.models.checkpoint import read_checkpoint
-
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if isinstance(obj, dict):
@@ -188,8 +186,6 @@ def _peek(path: str) -> dict:
 def check_init(cfg: Any, may_be_missing: bool = False) -> None:
     """``may_be_missing``: a checkpoint that does not exist yet passes (``check-data`` before the
     pre-training that writes it); one that exists is still checked."""
-    from selfmedmae.models.initialise import KINDS
-
     init = str(cfg.init)
     kind, _, path = init.partition(":")
     if kind not in KINDS or (kind != "scratch" and not path):
@@ -214,7 +210,6 @@ def check_init(cfg: Any, may_be_missing: bool = False) -> None:
             raise _err("init", f"{path}: a {src_dims}D {ckpt.get('kind')} checkpoint cannot start a {dims}D run "
                                f"(its input {input_key(cfg)} has {dims} axes)")
         return
-    from selfmedmae.models.convert import unwrap_state_dict
 
     sd = unwrap_state_dict(ckpt)
     if kind == "official":

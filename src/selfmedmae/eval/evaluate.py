@@ -29,12 +29,18 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from torch.utils.data import DataLoader
 
 from selfmedmae.data.facade import build
 from selfmedmae.errors import UserError
-from selfmedmae.train.log import progress_iter
+from selfmedmae.eval.figures import plot_roc_curves
 from selfmedmae.eval.inference import LoadedRun, check_outputs, classify, load_run, segment_logits
-from selfmedmae.eval.metrics import BRATS_HD_PENALTY_MM, summarize_segmentation, write_metrics
+from selfmedmae.eval.metrics import BRATS_HD_PENALTY_MM, multilabel_auc, summarize_segmentation, write_metrics
+from selfmedmae.eval.overlay import plot_segmentation_overlay
+from selfmedmae.eval.table import write_scores_csv
+from selfmedmae.eval.validation import score_volume, spacing_of
+from selfmedmae.outputs import prepare
+from selfmedmae.train.log import progress_iter
 
 BATCH_2D = 32  # images per forward pass in 2D evaluation (memory-safe on a CPU for ViT-B at 224^2)
 
@@ -45,8 +51,6 @@ def run(checkpoint: str | os.PathLike, overrides: Sequence[str] = (), out: Optio
 
     The output folder is checked first (:mod:`selfmedmae.outputs`): an earlier evaluation there is replaced
     only with ``overwrite``, and an unwritable folder is refused before any case is computed."""
-    from selfmedmae.outputs import prepare
-
     loaded = load_run(checkpoint, overrides)
     split = str(loaded.cfg.eval.split)
     out_dir = Path(out) if out is not None else loaded.run_dir / f"eval_{split}"
@@ -77,11 +81,6 @@ def _first(batch: list) -> Any:
 def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: int = 3) -> dict[str, Any]:
     """Per-case, per-class Dice / HD of a UNETR checkpoint on a 3D split; overlays of the first cases.
     Scored as validation scores (:func:`selfmedmae.eval.validation.score_volume`), with HD95 added."""
-    from torch.utils.data import DataLoader
-
-    from selfmedmae.eval.overlay import plot_segmentation_overlay
-    from selfmedmae.eval.validation import score_volume, spacing_of
-
     cfg = run.cfg
     data = build(cfg.data, run.run_dir)
     labels = data.labels
@@ -116,12 +115,6 @@ def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: in
 
 def evaluate_classification(run: LoadedRun, split: str, out_dir: Path) -> dict[str, Any]:
     """Per-label ROC AUC of a classifier checkpoint on a 2D split; ROC curves and per-image scores."""
-    from torch.utils.data import DataLoader
-
-    from selfmedmae.eval.figures import plot_roc_curves
-    from selfmedmae.eval.metrics import multilabel_auc
-    from selfmedmae.eval.table import write_scores_csv
-
     cfg = run.cfg
     data = build(cfg.data, run.run_dir)
     names = data.labels.names

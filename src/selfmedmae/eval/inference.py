@@ -29,7 +29,11 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from selfmedmae.config import config_from_dict
+from selfmedmae.config.validate import validate
 from selfmedmae.errors import UserError
+from selfmedmae.models.checkpoint import load_state_dict_checked, read_native
+from selfmedmae.models.factory import build_model
 from selfmedmae.precision import Precision, precision
 from selfmedmae.train.log import progress_iter
 
@@ -105,10 +109,6 @@ def _precision(cfg: DictConfig, given: set, device: torch.device) -> Precision:
 
 def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> LoadedRun:
     """Rebuild model and config from a fine-tuning checkpoint. Raises UserError naming the file."""
-    from selfmedmae.config import config_from_dict
-    from selfmedmae.models.checkpoint import load_state_dict_checked, read_native
-    from selfmedmae.models.factory import build_model
-
     path = Path(checkpoint)
     ckpt = read_native(path)
     kind = ckpt.get("kind")
@@ -118,7 +118,6 @@ def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> Lo
     if not isinstance(ckpt.get("config"), dict):
         raise UserError(f"{path}: has no run config (key 'config'); it was not written by `selfmedmae finetune`")
     cfg = config_from_dict(ckpt["config"], overrides, source=str(path))
-    from selfmedmae.config.validate import validate
 
     validate(cfg, "evaluate")  # an override such as eval.overlap=1 or a bad data.roi_size, before any work
     try:

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from selfmedmae.errors import UserError
+from selfmedmae.eval.figures import plot_learning_curves, read_jsonl
 
 PRIMARY = ("val_dice_subset", "val_dice", "val_auc")  # the metric fine-tuning keeps best.pt by
 
@@ -100,8 +101,6 @@ def read_run(run_dir: str | os.PathLike, split: Optional[str] = None) -> RunResu
                         f"eval.split={split}` first)")
     log = run_dir / "metrics.jsonl"
     if log.is_file():
-        from selfmedmae.eval.figures import read_jsonl
-
         metrics, best = best_validation(read_jsonl(log))
         if best is not None:
             where = f"best validation in metrics.jsonl (epoch {best.get('epoch', '?')}, step {best.get('step', '?')})"
@@ -190,8 +189,6 @@ def run(run_dirs: Sequence[str | os.PathLike], out: Optional[str | os.PathLike] 
 
 
 def _learning_curves(runs: Sequence[RunResult], path: Path) -> Optional[Path]:
-    from selfmedmae.eval.figures import plot_learning_curves, read_jsonl
-
     logs = {r.name: read_jsonl(r.dir / "metrics.jsonl") for r in runs if (r.dir / "metrics.jsonl").is_file()}
     if not logs:
         print("note: no run has a metrics.jsonl; no learning curves")

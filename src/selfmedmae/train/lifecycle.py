@@ -18,12 +18,13 @@ from omegaconf import DictConfig
 from torch import nn
 
 from selfmedmae.config import save_config, to_dict
+from selfmedmae.config.validate import validate
 from selfmedmae.data.facade import Data, build
 from selfmedmae.errors import Stopped, Terminated, UserError
-from selfmedmae.train.distributed import Dist, barrier, broadcast_flag, digests_across, setup
-from selfmedmae.train.log import MetricsLog
 from selfmedmae.precision import Precision, precision
+from selfmedmae.train.distributed import Dist, barrier, broadcast_flag, digests_across, setup
 from selfmedmae.train.engine import DivergedError
+from selfmedmae.train.log import MetricsLog
 from selfmedmae.train.rng import seed_everything
 from selfmedmae.train.run_dir import RunLock, decide_resume, held_files
 from selfmedmae.train.state import resume_training_state
@@ -58,8 +59,6 @@ def start(cfg: DictConfig, command: str) -> Run:
     """Config check, distributed setup, the run folder claimed (lock, ownership, resume decision), the data
     check, config and splits saved. Nothing is written before every check has passed; a refusal changes
     nothing in the folder. ``cfg.run.resume`` leaves as a plain bool (``auto`` decided here)."""
-    from selfmedmae.config.validate import validate
-
     validate(cfg, command)
     ctx = setup(cfg.run.device)
     run = Run(cfg, ctx, Path(cfg.run.dir), precision(cfg.run.precision, ctx.device), build(cfg.data, cfg.run.dir))

@@ -22,7 +22,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+import yaml
+
 from selfmedmae.errors import UserError
+from selfmedmae.models.checkpoint import read_native
 
 LOCK = ".lock"
 HEARTBEAT_S = 30.0
@@ -147,15 +151,11 @@ def _saved_config(run_dir: Path) -> tuple[Optional[dict], str]:
     """The config the folder's run used: last.pt's (what the weights were trained with), else config.yaml."""
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file():
-        from selfmedmae.models.checkpoint import read_native
-
         ckpt = read_native(last)
         if isinstance(ckpt.get("config"), dict):
             return ckpt["config"], str(last)
     path = run_dir / "config.yaml"
     if path.is_file():
-        import yaml
-
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
@@ -167,8 +167,6 @@ def _saved_config(run_dir: Path) -> tuple[Optional[dict], str]:
 def _checkpoints_beyond_first_epoch(run_dir: Path) -> list[str]:
     """Checkpoints a fresh start would replace. Exempt: a best.pt of epoch 1 (fine-tuning writes it just
     before its first last.pt: a kill between the two leaves it, and the same run writes it again)."""
-    import torch
-
     found = []
     for p in sorted((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else []:
         if p.name == "best.pt":
