@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import weakref
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -31,6 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from selfmedmae.data.selection import label_subset, selection_problems, subset_rule
+from selfmedmae.data.splits import seeded_split
 from selfmedmae.data.transforms_2d import crop_transform, preprocess
 from selfmedmae.errors import UserError
 
@@ -49,8 +52,6 @@ def split_groups(groups: Sequence[str], val_fraction: float, test_fraction: floa
     """{"train", "val", "test": set of groups}: the project's seeded rule (:func:`splits.seeded_split`)
     applied to the distinct groups (patients), so whole patients move together and the parts are
     patient-disjoint."""
-    from selfmedmae.data.splits import seeded_split
-
     return {k: set(v) for k, v in seeded_split(sorted(set(groups)), val_fraction, test_fraction, seed).items()}
 
 
@@ -158,8 +159,6 @@ def is_train(split: str, train: Optional[bool] = None) -> bool:
 
 
 def _format_module(data_cfg):
-    from importlib import import_module
-
     fmt = str(data_cfg.format)
     name = {"cxr14": "chestxray14", "csv": "csv_2d"}.get(fmt)
     if name is None:
@@ -187,8 +186,6 @@ def build_2d_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
 def select_records(scanned, data_cfg) -> Dict[str, List[Record2D]]:
     """The scan's splits with ``train`` = fine-tuning's subset, ``train_pool`` = the whole train split and
     ``pretrain`` = pre-training's images. Raises :class:`UserError` on a problem of the data or settings."""
-    from selfmedmae.data.selection import label_subset, selection_problems
-
     raise_if_problems(scanned.report)
     problems = selection_problems(data_cfg)
     if problems:
@@ -205,8 +202,6 @@ def select_records(scanned, data_cfg) -> Dict[str, List[Record2D]]:
 def split_ids_2d(data_cfg, scanned=None) -> Dict[str, List[str]]:
     """{"train", "val", "test": ids}: which images fell where (no dataset or cache built); with a label
     subset also ``train_pool`` and the ``label_subset`` rule. ``scanned``: the format's scan, if made."""
-    from selfmedmae.data.selection import subset_rule
-
     scanned = scanned if scanned is not None else _format_module(data_cfg).scan(data_cfg)
     splits = select_records(scanned, data_cfg)
     out: Dict = {name: [r.id for r in splits.get(name, [])] for name in ("train", "val", "test")}

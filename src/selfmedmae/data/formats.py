@@ -14,9 +14,9 @@ Protocol (what :class:`~selfmedmae.data.facade.Data` calls):
 
 3D volumes (``msd``, ``brats``, ``btcv``, ``csv``) share :class:`Volumes` and differ in their reader; 2D
 images (``cxr14``, ``csv``) share :class:`Images` and differ in their scanning module. Each format's
-modules are imported when it is used: the 3D path imports MONAI, about 3.5 s more than the whole 2D path
-(``import selfmedmae.data.loader`` 6.0 s against ``selfmedmae.data.dataset_2d`` 2.6 s on this project's
-2-core CPU, under load), which a 2D run should not pay.
+modules are imported when it is used, so that reading 2D data with the library does not import MONAI:
+``import selfmedmae.data.loader`` (3D) took 6.0 s against 2.6 s for ``selfmedmae.data.dataset_2d`` on this
+project's 2-core CPU (under load). The commands import the models, and with them MONAI, anyway.
 """
 from __future__ import annotations
 

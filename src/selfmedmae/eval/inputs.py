@@ -12,6 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Sequence
 
+import nibabel as nib
+from PIL import Image, UnidentifiedImageError
+
+from selfmedmae.data.decathlon import case_id, read_msd
 from selfmedmae.errors import UserError
 
 NIFTI = (".nii.gz", ".nii")
@@ -31,8 +35,6 @@ def _folder(path: Path, suffixes: Sequence[str]) -> List[Path]:
 
 
 def _datalist(path: Path) -> List[Path]:
-    from selfmedmae.data.decathlon import read_msd
-
     datalist = read_msd(path.parent, path.name)
     problems = [p for p in datalist.problems if "'training'" not in p]  # a test-only list is fine here
     if problems:
@@ -73,8 +75,6 @@ def collect(inputs: Sequence[str], volumes: bool) -> List[Path]:
 
 def check_volume(path: Path, in_chans: int) -> tuple:
     """Read the NIfTI header; the spatial shape, refusing what the model cannot take."""
-    import nibabel as nib
-
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
@@ -95,8 +95,6 @@ def check_volume(path: Path, in_chans: int) -> tuple:
 
 
 def check_image(path: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             img.verify()  # reads the file through: truncated PNGs fail here, not mid-run
@@ -106,8 +104,6 @@ def check_image(path: Path) -> None:
 
 def output_stems(files: Sequence[Path]) -> List[str]:
     """``case.nii.gz`` -> ``case``; two inputs with one name (from different folders) are refused."""
-    from selfmedmae.data.decathlon import case_id
-
     stems, owner = [], {}
     for f in files:
         stem = case_id(f)

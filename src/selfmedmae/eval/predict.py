@@ -29,15 +29,21 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence
 
+import nibabel as nib
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
+from selfmedmae.data.brats import MSD_LABELS
 from selfmedmae.data.facade import build
+from selfmedmae.data.transforms_2d import crop_transform, preprocess
 from selfmedmae.errors import UserError
-from selfmedmae.eval.table import write_scores_csv
-from selfmedmae.train.log import progress_iter
 from selfmedmae.eval.inference import LoadedRun, classify, load_run, probabilities, segment_logits
 from selfmedmae.eval.inputs import check_image, check_volume, collect, output_stems
+from selfmedmae.eval.overlay import plot_segmentation_overlay
+from selfmedmae.eval.table import write_scores_csv
+from selfmedmae.outputs import prepare
+from selfmedmae.train.log import progress_iter
 
 BATCH_2D = 32
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -54,8 +60,6 @@ def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
 def run(checkpoint: str | os.PathLike, inputs: Sequence[str], out: str | os.PathLike, probs: bool = False,
         figures: bool = False, overrides: Sequence[str] = (), overwrite: bool = False) -> int:
     """Predict every input; returns 0. Bad inputs and a bad ``out`` raise UserError before any inference."""
-    from selfmedmae.outputs import prepare
-
     inputs, more = split_overrides(inputs)
     loaded = load_run(checkpoint, list(overrides) + more)
     files = collect(inputs, volumes=loaded.task == "segmentation")
@@ -78,8 +82,6 @@ def run(checkpoint: str | os.PathLike, inputs: Sequence[str], out: str | os.Path
 def class_names_3d(cfg, n_out: int) -> list[str]:
     """Names of the written label values 1..: MSD labels for BraTS, else the data's names when readable."""
     if cfg.data.format == "brats":
-        from selfmedmae.data.brats import MSD_LABELS
-
         return list(MSD_LABELS[1:])
     if cfg.data.labels:
         return list(cfg.data.labels)[1:]
@@ -153,8 +155,6 @@ def predict_volume(run: LoadedRun, transforms, path: Path,
 
 
 def predict_volumes(run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool) -> None:
-    import nibabel as nib
-
     from selfmedmae.data.transforms_3d import eval_transforms
 
     shapes = [check_volume(f, run.in_chans) for f in files]  # all inputs, before any inference
@@ -173,8 +173,6 @@ def predict_volumes(run: LoadedRun, files: Sequence[Path], out: Path, probs: boo
         if prob is not None:
             _write_like(ref, np.moveaxis(prob.numpy(), 0, -1), np.float32, out / f"{stem}_probabilities.nii.gz")
         if figures:
-            from selfmedmae.eval.overlay import plot_segmentation_overlay
-
             image = np.asarray(ref.dataobj, dtype=np.float32)
             image = image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0)  # [C, *S0]
             zooms = [float(z) for z in ref.header.get_zooms()[:3]]
@@ -187,8 +185,6 @@ class _Images(torch.utils.data.Dataset):
     """Image files with the evaluation preprocessing: {"image": [C, crop, crop], "id": path as given}."""
 
     def __init__(self, files: Sequence[Path], data_cfg):
-        from selfmedmae.data.transforms_2d import crop_transform
-
         self.files, self.size, self.hist_eq = list(files), int(data_cfg.image_size), bool(data_cfg.hist_eq)
         self.transform = crop_transform(data_cfg, train=False)
 
@@ -196,8 +192,6 @@ class _Images(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict:
-        from selfmedmae.data.transforms_2d import preprocess
-
         try:
             grey = preprocess(self.files[i], self.size, self.hist_eq)  # uint8 [size, size]
         except OSError as exc:
@@ -217,8 +211,6 @@ def label_names_2d(cfg, n_out: int) -> list[str]:
 
 
 def predict_images(run: LoadedRun, files: Sequence[Path], out: Path) -> None:
-    from torch.utils.data import DataLoader
-
     for f in files:  # every image, before any inference
         check_image(f)
     names = label_names_2d(run.cfg, run.num_classes)

@@ -28,8 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from selfmedmae.experiments.compare import compare, headline, mean_std, n_evaluated, pm, verdict
+from selfmedmae.config import load_config
+from selfmedmae.data.check import check_or_raise
+from selfmedmae.data.facade import build
+from selfmedmae.data.selection import label_count
 from selfmedmae.errors import UserError
+from selfmedmae.experiments.compare import compare, headline, mean_std, n_evaluated, pm, verdict
+from selfmedmae.experiments.curve_plot import plot_curve
 from selfmedmae.experiments.stages import evaluate, train
 
 INITS = ("mae", "scratch")
@@ -64,9 +69,6 @@ def run_name(fraction: float, seed: int, init: str) -> str:
 
 def _prepare(config: str, overrides: Sequence[str], pretrain: Optional[str], pretrain_overrides: Sequence[str]):
     """Both configs loaded and checked before anything long starts; (fine cfg, pre cfg or None, mae init)."""
-    from selfmedmae.config import load_config
-    from selfmedmae.data.check import check_or_raise
-
     fine = load_config(config, overrides)
     if fine.stage != "finetune":
         raise UserError(f"{config}: stage is {fine.stage!r}; curve needs a fine-tuning config (and --pretrain "
@@ -95,8 +97,6 @@ def _n_labelled(run_dir: Path) -> int:
 
 def _train_pool(fine) -> int:
     """Labelled training cases (or images) before any fraction is taken."""
-    from selfmedmae.data.facade import build
-
     return len(build(fine.data).items("train_pool"))
 
 
@@ -105,7 +105,6 @@ def budget_overrides(fine, fraction: float, budget: str, pool: int) -> list[str]
     validation interval) scaled by pool / kept, so the optimiser steps stay about those of the full set."""
     if budget == "epochs":
         return []
-    from selfmedmae.data.selection import label_count
 
     ratio = pool / max(1, label_count(pool, fraction, fine.data.max_labelled))
     if ratio == 1:
@@ -181,8 +180,6 @@ def _signed(mean: float, std: float) -> str:
 
 def write_outputs(points: Sequence[Point], out_dir: Path, command: str = "") -> list[Path]:
     """curve.md, curve.csv (one line per run), curve.json and curve.png in ``out_dir``."""
-    from selfmedmae.experiments.curve_plot import plot_curve
-
     out_dir.mkdir(parents=True, exist_ok=True)
     metric = headline(points[0].metrics)[0]
     n_test = n_evaluated(points[0].metrics)

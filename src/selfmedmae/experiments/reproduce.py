@@ -22,10 +22,17 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import torch
+
+from selfmedmae.config import config_from_dict, load_config, to_dict
 from selfmedmae.errors import UserError
+from selfmedmae.eval.evaluate import run as evaluate
+from selfmedmae.experiments.reproduce_table import write_tables
+from selfmedmae.train.distributed import cleanup, setup
 
 DATASETS = ("btcv", "brats", "cxr14")
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # a source checkout's configs/
@@ -133,8 +140,6 @@ def plan(opts: Options) -> list[Stage]:
 
 
 def grid(opts: Options, pretrain_overrides: Sequence[str] = ()) -> list[tuple[float, int]]:
-    from selfmedmae.config import load_config
-
     ratios = opts.mask_ratios or list(ABLATION_RATIOS)
     if opts.pretrain_epochs:
         epochs = opts.pretrain_epochs
@@ -155,8 +160,6 @@ class StageConfigs:
         self._base: dict = {}
 
     def get(self, stage: Stage, resume: bool = False):
-        from selfmedmae.config import config_from_dict, load_config, to_dict
-
         key = (str(stage.config), tuple(stage.overrides))
         if key not in self._base:
             self._base[key] = to_dict(load_config(stage.config, stage.overrides))
@@ -230,18 +233,13 @@ class Journal:
 
 def run_stage(stage: Stage, journal: Journal, configs: StageConfigs, figures: int) -> None:
     if stage.kind == "evaluate":
-        from selfmedmae.eval.evaluate import run as evaluate
-
         journal.event(stage, "run")
         evaluate(stage.dir / "checkpoints" / "best.pt", stage.overrides, out=stage.dir / "eval_test", figures=figures)
         return
-    from importlib import import_module
 
     last = stage.dir / "checkpoints" / "last.pt"
     resume = last.is_file()
     if resume:
-        import torch
-
         epoch = torch.load(last, map_location="cpu", weights_only=True).get("epoch")
         journal.event(stage, "resume", from_epoch=epoch)
     else:
@@ -251,9 +249,6 @@ def run_stage(stage: Stage, journal: Journal, configs: StageConfigs, figures: in
 
 
 def run(opts: Options) -> int:
-    from selfmedmae.experiments.reproduce_table import write_tables
-    from selfmedmae.train.distributed import cleanup, setup
-
     if opts.dataset not in DATASETS:
         raise UserError(f"{opts.dataset}: choose one of {', '.join(DATASETS)}")
     if opts.seeds < 1:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from selfmedmae.eval.report import read_run
+from selfmedmae.eval.report import read_run, run as report
 
 NOT_STATED = "not stated"
 INITS = ("scratch", "imagenet", "mae")  # table row order: random init, ImageNet, MAE self pre-training
@@ -119,8 +119,6 @@ def write(text: str, record: dict, md: Path, js: Optional[Path] = None) -> None:
 
 def write_tables(opts, stages: Sequence, done: set) -> None:
     """``reproduce.md`` / ``.json`` (or ``ablation.md`` / ``.json``) and ``report/`` from the evaluated runs."""
-    from selfmedmae.eval.report import run as report
-
     evaluated = [s for s in stages if s.kind == "evaluate" and s.name in done]
     if opts.ablation:
         ratios = list(dict.fromkeys(s.point[0] for s in stages if s.kind == "pretrain"))

@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
 from omegaconf import OmegaConf
 
+from selfmedmae.cli import main
+from selfmedmae.config import config_from_dict, load_config, to_dict
 from selfmedmae.errors import UserError
 
 # Settings that never change a run's result: a folder run with other values of these is still reused.
@@ -29,8 +32,6 @@ def resume_overrides(run_dir: str | Path) -> list[str]:
 
 def epochs_done(run_dir: str | Path) -> int:
     """Epochs a run has finished (its last.pt's next epoch), 0 without one."""
-    import torch
-
     last = Path(run_dir) / "checkpoints" / "last.pt"
     if not last.is_file():
         return 0
@@ -40,8 +41,6 @@ def epochs_done(run_dir: str | Path) -> int:
 def check_same_settings(config: str | Path, overrides: Sequence[str], run_dir: str | Path) -> None:
     """Refuse a run folder whose saved config.yaml differs from the one the stage would run now (so a
     reused result is always the result of these settings)."""
-    from selfmedmae.config import config_from_dict, load_config, to_dict
-
     saved_path = Path(run_dir) / "config.yaml"
     if not saved_path.is_file():
         return
@@ -67,8 +66,6 @@ def _diff(a: object, b: object, prefix: str = "") -> list[str]:
 
 def cli(argv: Sequence[str], title: str) -> float:
     """Run one command; its wall time in seconds. A failure stops with the command's own message above."""
-    from selfmedmae.cli import main
-
     print(f"\n=== {title}: selfmedmae {' '.join(argv)}", flush=True)
     t0 = time.perf_counter()
     code = main(list(argv))
