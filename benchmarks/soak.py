@@ -151,8 +151,17 @@ def soak(stage: str, work: Path, task: Path, kills: int, rng: random.Random, epo
             text = fh.read()
         record["resumed_starts"] += int("resuming from" in text)
         record["fresh_restarts"] += int("starting it from the beginning" in text)
-        print(f"{stage}: kill {record['kills']}/{kills} after {delay} "
-              f"({'resumed' if 'resuming from' in text else 'fresh start'})", flush=True)
+        if "resuming from" in text:
+            what = "it had resumed"
+        elif "starting it from the beginning" in text:
+            what = "it had started afresh (run.resume=auto)"
+        elif had and "training:" not in text:
+            what = "killed in its start-up, before it said whether it resumes"
+        else:
+            what = "the first start"
+        record.setdefault("killed_in_startup", 0)
+        record["killed_in_startup"] += int(what.startswith("killed in"))
+        print(f"{stage}: kill {record['kills']}/{kills} after {delay} ({what})", flush=True)
     if record["finished_before_kill"] == 0:  # the last start runs to the end
         before = (work / f"{stage}.log").stat().st_size
         proc = start(stage, cfg, soak_dir, log)

@@ -272,3 +272,49 @@ def test_a_data_entry_csv_that_is_not_utf8_is_one_line(files):
     report = check(cfg)
     assert any(p.endswith("Data_Entry_2017.csv: not a UTF-8 text CSV (byte 0: invalid start byte)")
                for p in report.problems), report.problems
+
+
+# --- found by a longer random search (300 examples per reader, SELFMEDMAE_FUZZ_RANDOM=1) -----------------
+def test_a_csv_header_cell_with_a_line_break_gives_one_line_problems(files):
+    """Quoted header cell "0<LF>0": the missing-column message quoted the header and spanned two lines."""
+    from selfmedmae.data import csv_2d
+
+    path = _fresh_csv(files, "table2d.csv", b'"0\n0"\r\n0\r\n')
+    cfg = load_config(None, ["data.format=csv", "data.spatial_dims=2", f"data.root={path.parent}",
+                             f"data.csv={path.name}", "data.num_workers=0"])
+    problems = csv_2d.scan(cfg.data).report.problems
+    assert any("no column 'image' (columns: 0\\n0)" in p for p in problems), problems
+    assert all("\n" not in p for p in problems)
+
+
+def test_a_data_entry_cell_with_a_carriage_return_gives_one_line_problems(files):
+    """An image name "0<CR>0" in Data_Entry_2017.csv: quoted raw, it broke its problem over two lines."""
+    root = files / "cxr_cr"
+    (root / "images").mkdir(parents=True)
+    shutil.copy(files / "pngs" / "x0.png", root / "images" / "00000000_000.png")
+    (root / "Data_Entry_2017.csv").write_bytes(_table([], [["0\r0", "", "", ""]]))
+    cfg = load_config(None, ["data.format=cxr14", "data.spatial_dims=2", f"data.root={root}", "data.num_workers=0"])
+    problems = check(cfg).problems
+    assert any("line 2: 0\\" in p and "0: empty label" in p for p in problems), problems  # the break, escaped
+    assert all("\n" not in p and "\r" not in p for p in problems)
+
+
+@pytest.mark.parametrize("affine_fix", ["degenerate", "nan"])
+def test_a_header_whose_affine_has_no_orientation_is_a_problem_not_a_traceback(files, affine_fix):
+    """A mutated sform made nibabel's orientation code raise ValueError inside check-data."""
+    from selfmedmae.data.check import check_case
+
+    img = nib.Nifti1Image(np.arange(64, dtype=np.float32).reshape(4, 4, 4), np.eye(4))
+    raw = bytearray(img.header.binaryblock + b"\0" * 4 + np.asanyarray(img.dataobj).tobytes())
+    srow = np.eye(4, dtype=np.float32)[:3]  # srow_x, srow_y, srow_z: 12 float32 from byte 280
+    if affine_fix == "degenerate":
+        srow[:, 1] = 0.0  # the second voxel axis points nowhere: no orientation
+    else:
+        srow[0, 0] = np.nan
+    raw[280:328] = srow.tobytes()
+    raw[252:256] = np.array([0, 1], dtype=np.int16).tobytes()  # qform_code 0, sform_code 1: the sform rules
+    path = files / f"no_orientation_{affine_fix}.nii"
+    path.write_bytes(bytes(raw))
+    cfg = load_config(None, ["data.spacing=[1.5,1.5,2.0]", "data.roi_size=[4,4,4]"])
+    facts = check_case({"image": str(path)}, cfg.data, 3)
+    assert any("affine" in p for p in facts.problems), facts.problems

@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence
 import nibabel as nib
 import numpy as np
 
-from selfmedmae.data.findings import DataReport
+from selfmedmae.data.findings import DataReport, Lines
 from selfmedmae.data.selection import label_count, pretrain_items
 from selfmedmae.data.splits import READ, read_datalist, read_extra_unlabelled, split_ids
 from selfmedmae.errors import UserError
@@ -34,8 +34,8 @@ AFFINE_ATOL = 1e-3  # mm; image and label affines must agree to this
 
 @dataclass
 class CaseFacts:
-    problems: List[str] = field(default_factory=list)
-    warnings: List[str] = field(default_factory=list)
+    problems: List[str] = field(default_factory=Lines)
+    warnings: List[str] = field(default_factory=Lines)
     shape: Optional[tuple] = None  # spatial, file order
     spacing: Optional[tuple] = None
     channels: Optional[int] = None
@@ -126,7 +126,14 @@ def check_case(item: dict, data_cfg, n_labels: Optional[int]) -> CaseFacts:
             facts.problems.append(f"{item['image']}: {facts.channels} channel(s), data.in_chans is {data_cfg.in_chans}")
         _finite(item["image"], array, facts)
         _not_constant(item["image"], array, facts)
-        after = _shape_after(img, facts.shape, data_cfg)
+        if not np.all(np.isfinite(img.affine)):
+            facts.problems.append(f"{item['image']}: the header's affine holds NaN or Inf (a damaged header?)")
+            return facts
+        try:
+            after = _shape_after(img, facts.shape, data_cfg)
+        except (ValueError, np.linalg.LinAlgError) as exc:  # degenerate axes: found by fuzzing the headers
+            facts.problems.append(f"{item['image']}: the header's affine gives no usable orientation ({exc})")
+            return facts
         if any(a < r for a, r in zip(after, data_cfg.roi_size)):
             facts.warnings.append(f"{item['image']}: about {tuple(after.tolist())} voxels after resampling, smaller "
                                   f"than the crop {tuple(data_cfg.roi_size)}; it is padded")

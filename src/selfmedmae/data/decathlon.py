@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from selfmedmae.data.findings import Lines
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 
 
@@ -40,8 +42,11 @@ class Datalist:
     labels: Optional[List[str]] = None
     channels: Optional[int] = None  # from the JSON's "modality" dict, when present
     published: Optional[Dict[str, List[str]]] = None
-    problems: List[str] = field(default_factory=list)
-    warnings: List[str] = field(default_factory=list)
+    problems: List[str] = field(default_factory=Lines)  # one line each, whatever they quote (findings.Lines)
+    warnings: List[str] = field(default_factory=Lines)
+
+    def __post_init__(self) -> None:
+        self.problems, self.warnings = Lines(self.problems), Lines(self.warnings)
 
 
 def case_id(path: str | os.PathLike) -> str:
