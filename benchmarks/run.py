@@ -97,7 +97,7 @@ def section_unetr(args, device, out: list) -> None:
     rows, info = bench_unetr.run(args.quick, device, size)
     log(*table(bench_unetr.HEADER, rows))
     out += ["### UNETR sliding-window inference, ours vs MONAI UNETR (same weights)", "",
-            "Method: `benchmarks/bench_unetr.py` docstring; one pass over the volume after a one-window warm-up. "
+            "Method: `benchmarks/bench_unetr.py` docstring; a one-window warm-up each, then two passes over the volume per model, alternating; best pass. "
             f"Same weights: max abs difference {info['weights_diff']:.1e} (encoder without the class token, "
             "and decoder on MONAI's features). Whole-volume logits differ by design (our encoder has the "
             f"class token of the official UNETR3D, MONAI's has none): max abs difference {info['output_diff']:.2f}. "
