@@ -21,13 +21,14 @@ from selfmedmae.train.schedule import scaled_lr
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
-
-def input_size(cfg):
-    return _input_size(cfg.data)
 ALL_YAML = sorted(CONFIGS.rglob("*.yaml"))
 FRAGMENTS = sorted((CONFIGS / "_data").glob("*.yaml"))
 EXPERIMENTS = [p for p in ALL_YAML if "_data" not in p.relative_to(CONFIGS).parts]
 INIT_KINDS = ("mae", "imagenet", "official", "native")
+
+
+def input_size(cfg):
+    return _input_size(cfg.data)
 
 
 def rel(path: Path) -> str:

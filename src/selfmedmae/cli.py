@@ -90,6 +90,8 @@ CONFIG_EPILOG = """main config keys (every key, its default and the paper's valu
   model.preset=vit_base   model.patch_size=16  model.mask_ratio=0.75
   init=mae:PATH           fine-tuning start: scratch | mae:PATH | official:PATH | imagenet:PATH
 """
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 

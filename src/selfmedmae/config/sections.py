@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
+
 @dataclass
 class DataConfig:
     # --- what and where ------------------------------------------------------------------------------
@@ -64,6 +65,7 @@ class DataConfig:
     num_workers: int = 2
     cache_rate: float = 1.0  # memory cache: fraction of the training volumes held (the rest load each time)
 
+
 @dataclass
 class ModelConfig:
     preset: str = "vit_base"  # see selfmedmae.models.presets.PRESETS
@@ -86,6 +88,7 @@ class ModelConfig:
     feature_size: int = 16  # UNETR decoder width
     skip_blocks: Optional[List[int]] = None  # UNETR taps, 0-based block indices; None = evenly spaced
     channels_last: bool = False  # UNETR convolutions in channels-last memory (faster for small decoders on a CPU)
+
 
 @dataclass
 class TrainConfig:

@@ -29,8 +29,6 @@ from selfmedmae.data.findings import DataReport
 from selfmedmae.data.formats import Labels, format_of
 from selfmedmae.errors import UserError
 
-STAGES = ("pretrain", "finetune")
-
 
 def input_size(data_cfg) -> List[int]:
     """The model's input: the 3D crop ``data.roi_size`` or the square 2D crop ``data.crop_size``."""
@@ -38,8 +36,8 @@ def input_size(data_cfg) -> List[int]:
 
 
 def build(data_cfg, run_dir: Optional[str | Path] = None) -> "Data":
-    """The data of ``data_cfg`` (the ``data`` section of a run config); ``run_dir`` holds the 3D disk cache
-    when ``data.cache_dir`` is not set. Reads nothing yet."""
+    """The data of ``data_cfg`` (the ``data`` section of a run config); ``run_dir`` holds the disk cache
+    (``data.cache=disk``) when ``data.cache_dir`` is not set, for 2D and 3D alike. Reads nothing yet."""
     return Data(data_cfg, Path(run_dir) if run_dir is not None else None)
 
 

@@ -183,5 +183,3 @@ def convert_file(src: str | Path, dst: str | Path, source_format: str,
     sd = unwrap_state_dict(read_checkpoint(src))
     kind, args, out = convert_state_dict(sd, source_format, overrides, str(src))
     return atomic_save(native(kind, args, out, converted_from=source_format), dst)
-
-

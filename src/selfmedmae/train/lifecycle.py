@@ -200,6 +200,8 @@ def stopped(run: Run, exc: BaseException) -> BaseException:
                 else "no checkpoint had been written yet")
         return DivergedError(f"{exc}; {tail} (lower the lr, or set train.clip_grad)")
     return exc
+
+
 def maybe_resume(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, kind: str) -> dict:
     """Restore from last.pt when run.resume is set; the start position otherwise."""
     if not run.cfg.run.resume:

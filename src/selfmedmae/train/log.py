@@ -20,6 +20,8 @@ def _step_of(line: str) -> Optional[int]:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError, TypeError):
         return None
+
+
 def to_terminal() -> bool:
     """Whether progress goes to a terminal (tqdm bars) rather than a file (plain lines)."""
     try:
