@@ -19,7 +19,7 @@ from typing import Any, Optional
 import torch
 
 from selfmedmae.config.rules import _choice, _err, _in_range, _positive
-from selfmedmae.data.settings import check_data_settings, check_task, input_key, input_shape
+from selfmedmae.data.formats import check_data_settings, check_task, input_key, input_shape
 from selfmedmae.models.checkpoint import read_checkpoint
 from selfmedmae.models.convert import unwrap_state_dict
 from selfmedmae.models.initialise import KINDS

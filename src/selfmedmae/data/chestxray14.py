@@ -164,8 +164,9 @@ def _find_csv(root: Path, data_cfg, report: DataReport) -> Optional[Path]:
     return found[0]
 
 
-def class_names(data_cfg) -> List[str]:
-    """``data.labels`` (a subset of the 14, in the order given) or all 14 in the CheXNet order."""
+def class_names(data_cfg, scanned=None) -> List[str]:
+    """``data.labels`` (a subset of the 14, in the order given) or all 14 in the CheXNet order (from the
+    config alone: ``scanned`` is accepted for the same call as ``csv_2d.class_names``)."""
     return list(data_cfg.labels) if data_cfg.labels else list(CXR14_LABELS)
 
 

@@ -170,9 +170,10 @@ def _record(path: Path, n: int, row: dict, image_col: str, classes: List[str], g
     return Record2D(id=rel, path=str(image), label=label, group=group) if ok else None
 
 
-def class_names(data_cfg) -> List[str]:
-    """The class columns, in the order of the label vectors; raises UserError when the CSV is unusable."""
-    sc = scan(data_cfg)
+def class_names(data_cfg, scanned=None) -> List[str]:
+    """The class columns, in the order of the label vectors; raises UserError when the CSV is unusable.
+    ``scanned``: the CSV's scan, if made."""
+    sc = scanned if scanned is not None else scan(data_cfg)
     raise_if_problems(sc.report)
     if not sc.classes:
         raise UserError(f"{sc.csv_path}: no class column: no column other than {data_cfg.image_column!r}, "

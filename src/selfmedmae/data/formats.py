@@ -26,7 +26,9 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from selfmedmae.config.rules import _choice, _err
 from selfmedmae.data.findings import DataReport
+from selfmedmae.data.settings import common_settings, image_input, image_settings, volume_input, volume_settings
 from selfmedmae.errors import UserError
 
 
@@ -82,15 +84,8 @@ class Volumes:
     task = "segmentation"
     input_key = "data.roi_size"
 
-    def check_settings(self, cfg) -> None:
-        from selfmedmae.data.settings import volume_settings
-
-        volume_settings(cfg)
-
-    def input_shape(self, cfg) -> List[int]:
-        from selfmedmae.data.settings import volume_input
-
-        return volume_input(cfg)
+    check_settings = staticmethod(volume_settings)  # data.* rules of volumes (data/settings.py)
+    input_shape = staticmethod(volume_input)
 
     def __init__(self, name: str, reader: Callable[[Any], Any]):
         self.name, self.reader = name, reader
@@ -159,15 +154,8 @@ class Images:
     task = "classification"
     input_key = "data.crop_size"
 
-    def check_settings(self, cfg) -> None:
-        from selfmedmae.data.settings import image_settings
-
-        image_settings(cfg)
-
-    def input_shape(self, cfg) -> List[int]:
-        from selfmedmae.data.settings import image_input
-
-        return image_input(cfg)
+    check_settings = staticmethod(image_settings)  # data.* rules of images (data/settings.py)
+    input_shape = staticmethod(image_input)
 
     def __init__(self, name: str, module: str):
         self.name, self.module = name, module
@@ -185,11 +173,7 @@ class Images:
         from selfmedmae.data.dataset_2d import raise_if_problems
 
         raise_if_problems(scan.report)
-        if not scan.classes:
-            raise UserError(f"{getattr(scan, 'csv_path', data_cfg.root)}: no class column: no column other than "
-                            f"{data_cfg.image_column!r}, 'split' and data.group_column holds only 0/1 values; set "
-                            f"data.class_columns to the label columns")
-        return Labels(list(scan.classes), True)
+        return Labels(list(self._mod().class_names(data_cfg, scan)), True)
 
     def split_items(self, data_cfg, scan, stage: str) -> Dict[str, list]:
         from selfmedmae.data.dataset_2d import select_records
@@ -233,3 +217,34 @@ def format_of(data_cfg):
 def volume_reader(name: str) -> Optional[Callable[[Any], Any]]:
     fmt = FORMATS.get((name, 3))
     return fmt.reader if fmt is not None else None
+
+
+def check_data_settings(cfg: Any) -> None:
+    """Every data.* value of a run config, by the rules of its format; a one-line ConfigError naming the key."""
+    _choice(cfg, "data.format", tuple(sorted({name for name, _ in FORMATS})))
+    _choice(cfg, "data.spatial_dims", tuple(sorted({dims for _, dims in FORMATS})))
+    try:
+        fmt = format_of(cfg.data)
+    except UserError as exc:
+        key, _, text = str(exc).partition(": ")
+        raise _err(key, text) from None
+    common_settings(cfg)
+    fmt.check_settings(cfg)
+
+
+def check_task(cfg: Any) -> None:
+    """Fine-tuning's ``task`` must be the one the data serve (volumes: segmentation, images: classification)."""
+    fmt = format_of(cfg.data)
+    if cfg.task != fmt.task:
+        raise _err("task", f"{cfg.task} fine-tuning does not take data.format={cfg.data.format} with "
+                           f"data.spatial_dims={cfg.data.spatial_dims} ({fmt.task} data)")
+
+
+def input_key(cfg: Any) -> str:
+    """The key that sets the model's input size."""
+    return format_of(cfg.data).input_key
+
+
+def input_shape(cfg: Any) -> List[int]:
+    """The model's input size, checked for its number of axes."""
+    return format_of(cfg.data).input_shape(cfg)

@@ -1,28 +1,20 @@
-"""The data section's values, checked before anything is read: the rules common to every format, then
-those of the format's own kind (volumes or images), each found through :mod:`selfmedmae.data.formats`.
-Errors name the key (:mod:`selfmedmae.config.rules`)."""
+"""The rules for the data section's values, checked before anything is read: those common to every format
+and those of each kind of data (volumes, images). :mod:`selfmedmae.data.formats` attaches the kind's rules
+to its formats and applies them (:func:`~selfmedmae.data.formats.check_data_settings`). Errors name the key
+(:mod:`selfmedmae.config.rules`)."""
 from __future__ import annotations
 
 from typing import Any
 
 from selfmedmae.config.rules import _choice, _err, _in_range, _positive
-from selfmedmae.data.formats import FORMATS, format_of
-from selfmedmae.errors import UserError
 
 INTENSITIES = ("ct", "nonzero", "percentile")
 CACHES = ("memory", "disk", "none")
 
 
-def check_data_settings(cfg: Any) -> None:
-    """Every data.* value of a run config; raises a one-line ConfigError naming the key."""
+def common_settings(cfg: Any) -> None:
+    """The data.* values every format reads."""
     d = cfg.data
-    _choice(cfg, "data.format", tuple(sorted({name for name, _ in FORMATS})))
-    _choice(cfg, "data.spatial_dims", tuple(sorted({dims for _, dims in FORMATS})))
-    try:
-        fmt = format_of(d)
-    except UserError as exc:
-        key, _, text = str(exc).partition(": ")
-        raise _err(key, text) from None
     _positive(cfg, "data.in_chans")
     _choice(cfg, "data.cache", CACHES)
     _in_range(cfg, "data.cache_rate", 0.0, 1.0, hi_open=False, lo_open=True)
@@ -32,25 +24,6 @@ def check_data_settings(cfg: Any) -> None:
     if d.val_fraction + d.test_fraction >= 1.0:
         raise _err("data.test_fraction", f"val_fraction {d.val_fraction} + test_fraction {d.test_fraction} leave "
                                          f"no training cases")
-    fmt.check_settings(cfg)
-
-
-def check_task(cfg: Any) -> None:
-    """Fine-tuning's ``task`` must be the one the data serve (volumes: segmentation, images: classification)."""
-    fmt = format_of(cfg.data)
-    if cfg.task != fmt.task:
-        raise _err("task", f"{cfg.task} fine-tuning does not take data.format={cfg.data.format} with "
-                           f"data.spatial_dims={cfg.data.spatial_dims} ({fmt.task} data)")
-
-
-def input_key(cfg: Any) -> str:
-    """The key that sets the model's input size."""
-    return format_of(cfg.data).input_key
-
-
-def input_shape(cfg: Any) -> list[int]:
-    """The model's input size, checked for its number of axes."""
-    return format_of(cfg.data).input_shape(cfg)
 
 
 def volume_settings(cfg: Any) -> None:

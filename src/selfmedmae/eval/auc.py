@@ -38,12 +38,17 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     return (last - (counts - 1) / 2.0)[inverse.ravel()]
 
 
-def roc_auc(targets: Any, scores: Any) -> float:
-    """ROC AUC of scores for binary targets [N]; NaN when the targets are all 0 or all 1."""
+def _counted(targets: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Checked binary targets [N] and scores [N], and the numbers of positives and negatives."""
     t = _binary_targets(targets)
     s = _scores(scores, t.shape[0])
     n_pos = int(t.sum())
-    n_neg = t.shape[0] - n_pos
+    return t, s, n_pos, t.shape[0] - n_pos
+
+
+def roc_auc(targets: Any, scores: Any) -> float:
+    """ROC AUC of scores for binary targets [N]; NaN when the targets are all 0 or all 1."""
+    t, s, n_pos, n_neg = _counted(targets, scores)
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     rank_sum = average_ranks(s)[t].sum()
@@ -56,10 +61,7 @@ def roc_curve(targets: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     Tied scores move in one step (a diagonal segment), so the trapezoid area under (fpr, tpr) equals `roc_auc`.
     Raises ValueError when the targets hold a single class (the curve is undefined).
     """
-    t = _binary_targets(targets)
-    s = _scores(scores, t.shape[0])
-    n_pos = int(t.sum())
-    n_neg = t.shape[0] - n_pos
+    t, s, n_pos, n_neg = _counted(targets, scores)
     if n_pos == 0 or n_neg == 0:
         raise ValueError("roc_curve needs both positive and negative targets")
     order = np.argsort(-s, kind="stable")
