@@ -51,10 +51,6 @@ class Data:
 
     # -- what the data are ------------------------------------------------------------------------------
     @property
-    def spatial_dims(self) -> int:
-        return self.format.spatial_dims
-
-    @property
     def input_size(self) -> List[int]:
         return input_size(self.cfg)
 

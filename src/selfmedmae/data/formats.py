@@ -208,8 +208,8 @@ def format_of(data_cfg):
         return FORMATS[key]
     dims = sorted({d for f, d in FORMATS if f == key[0]})
     if dims:
-        return_text = " or ".join(map(str, dims))
-        raise UserError(f"data.spatial_dims: data.format={key[0]} reads {return_text}D data, not {key[1]}D")
+        readable = " or ".join(map(str, dims))
+        raise UserError(f"data.spatial_dims: data.format={key[0]} reads {readable}D data, not {key[1]}D")
     names = sorted({f for f, _ in FORMATS})
     raise UserError(f"data.format: {key[0]!r} is not one of {', '.join(names)}")
 

@@ -12,6 +12,7 @@ import time
 import torch
 from omegaconf import DictConfig
 
+from selfmedmae.config import to_dict
 from selfmedmae.models.checkpoint import atomic_save, native
 from selfmedmae.models.factory import build_model, model_args
 from selfmedmae.models.initialise import initialise
@@ -56,7 +57,7 @@ def run(cfg: DictConfig) -> int:
                 trainer.log.add_image("val/overlay", overlay_panel(**snapshot), step)  # image | label | prediction
             if ctx.is_main and scores[task.metric] > best:
                 trainer.extra["best"] = scores[task.metric]
-                atomic_save(native(task.kind, args, model.state_dict(), config=lifecycle.config_dict(cfg),
+                atomic_save(native(task.kind, args, model.state_dict(), config=to_dict(cfg),
                                    epoch=epoch + 1, metric={task.metric: scores[task.metric], **scores}),
                             run_.checkpoints / "best.pt")
 

@@ -211,14 +211,6 @@ def maybe_resume(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, k
     return resume_training_state(run.last, model, optimizer, run.prec.scaler, kind)
 
 
-def config_dict(cfg: DictConfig) -> dict:
-    return to_dict(cfg)
-
-
-def open_log(run: Run, resume_step: Optional[int]) -> MetricsLog:
-    return MetricsLog(run.dir, run.ctx.is_main, resume_step)
-
-
 def check_replicas(run: Run, model: nn.Module, log: MetricsLog, step: int) -> None:
     """Log every rank's weights digest; replicas that drifted apart are an error, not a result."""
     digests = digests_across(model, run.ctx)

@@ -16,10 +16,11 @@ from monai.data import list_data_collate
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from selfmedmae.config import to_dict
 from selfmedmae.models.checkpoint import unwrap
 from selfmedmae.train.engine import Loop, make_loader, plan, train_one_epoch
-from selfmedmae.train.lifecycle import Run, check_replicas, config_dict, maybe_resume, open_log
-from selfmedmae.train.log import Progress
+from selfmedmae.train.lifecycle import Run, check_replicas, maybe_resume
+from selfmedmae.train.log import MetricsLog, Progress
 from selfmedmae.train.optim import build_optimizer
 from selfmedmae.train.schedule import scaled_lr
 from selfmedmae.train.state import save_training_state
@@ -39,7 +40,7 @@ class Trainer:
         self.net = DistributedDataParallel(model) if ctx.enabled else model
         self.loader = make_loader(dataset, self.plan.micro_batch, ctx, cfg.run.seed, cfg.data.num_workers,
                                   list_data_collate)
-        self.log = open_log(run, self.start["step"] if cfg.run.resume else None)
+        self.log = MetricsLog(run.dir, ctx.is_main, self.start["step"] if cfg.run.resume else None)
         progress = Progress(tcfg.epochs * self.plan.steps_per_epoch, self.start["step"], ctx.is_main,
                             self.plan.steps_per_epoch, tcfg.log_every)
         run.progress = progress  # closed by the run's end, however it ends
@@ -56,7 +57,7 @@ class Trainer:
         """``last.pt``: the state to resume from; ``epoch`` is the one to run next (or the current one when
         ``position`` says where inside it)."""
         save_training_state(self.run.last, self.kind, self.model_args, self.model, self.optimizer,
-                            self.run.prec.scaler, epoch, step, config_dict(self.run.cfg), **self.extra, **position)
+                            self.run.prec.scaler, epoch, step, to_dict(self.run.cfg), **self.extra, **position)
 
     def fit(self, loss_fn: LossFn, after_epoch: Optional[Callable[[int, int], None]] = None) -> tuple[int, float]:
         """Train from the start position to ``train.epochs``; returns (global step, the last epoch's mean loss).
