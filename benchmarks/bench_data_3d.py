@@ -127,9 +127,8 @@ def write(rows: list[str], args) -> None:
         f"= {4 * args.batch_size} crops. Cache filled once and timed apart (fill); then {args.epochs} epoch(s) "
         "timed end to end per worker count, worker start-up included. samples/s = 96^3 crops per second. "
         "load avg: the machine's 1-minute load average after the row (other jobs share the cores).",
-        "- Reading: decoding and resampling one volume costs ~10-20 s of CPU, random crops from the cache "
-        "~0.1 s per volume, so caching (memory or disk) is what makes the pipeline keep up; with 1-2 workers "
-        "on 2 cores the cached path delivers one 8-crop batch in well under a second.",
+        "- Reading: the fill column is the decoding and resampling of every volume, done once when cached and "
+        "at every access when not (cache none); the cached rows are the random crops alone.",
         "",
         "| cache | workers | volumes | fill (s) | epochs | crops | seconds | samples/s | load avg |",
         "|---|---|---|---|---|---|---|---|---|",

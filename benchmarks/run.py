@@ -112,7 +112,9 @@ def section_cache(args, out: list, step_rate: float | None) -> None:
     feed = (f" Our fastest 3D MAE step of the largest batch above consumes {step_rate:.1f} crops/s."
             if step_rate else "")
     out += ["### Cache fill per BTCV-sized volume, and crops per second", "",
-            f"Method: `benchmarks/bench_cache.py` docstring. Mean crops/s for one worker: "
+            f"Method: `benchmarks/bench_cache.py` docstring. Fill, ours against MONAI's stock steps: "
+            f"{info['fill_speedup']:.2f}x faster; cached labels and crop centres equal, cached images within "
+            f"{info['image_max_abs_diff']:.1e} (HU window scaled to [0, 1]). Mean crops/s for one worker: "
             f"{info['crops_per_s']:.1f}.{feed}", ""]
     out += table(bench_cache.HEADER, rows) + [""]
 

@@ -32,10 +32,12 @@ from monai.transforms import (
     Compose, CropForegroundd, DeleteItemsd, EnsureTyped, FgBgToIndicesd, Invertd, LoadImaged, MapTransform,
     NormalizeIntensityd, Orientationd, RandCropByPosNegLabeld, RandFlipd, RandRotate90d, RandScaleIntensityd,
     RandShiftIntensityd, RandSpatialCropSamplesd, Randomizable, ScaleIntensityRanged,
-    ScaleIntensityRangePercentilesd, Spacingd, SpatialPadd, Transform,
+    ScaleIntensityRangePercentilesd, SpatialPadd, Transform,
 )
 
 from selfmedmae.data.brats import BratsRegionsd
+from selfmedmae.data.nifti_reader import TorchCopyNibabelReader
+from selfmedmae.data.resample import SeparableSpacingd
 
 MODES = ("pretrain", "finetune")
 INTENSITY_MODES = ("ct", "nonzero", "percentile", "none")
@@ -117,12 +119,13 @@ def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: boo
     scanning the whole volume again (~0.25 s for a BTCV volume), at ~4 bytes per candidate voxel.
     """
     keys = list(keys)
-    t: List = [LoadImaged(keys, image_only=True, ensure_channel_first=True)]
+    # MONAI's loading and resampling, with faster copies and axis-by-axis interpolation (same values)
+    t: List = [LoadImaged(keys, reader=TorchCopyNibabelReader(), image_only=True, ensure_channel_first=True)]
     if cfg.orientation:
         t.append(Orientationd(keys, axcodes=cfg.orientation, labels=RAS_LABELS))
     if cfg.spacing:
         # float32 resampling: half the time of MONAI's float64 default on a 512 x 512 x 150 CT (6 s vs 13 s)
-        t.append(Spacingd(keys, pixdim=list(cfg.spacing), mode=["bilinear", "nearest"][: len(keys)],
+        t.append(SeparableSpacingd(keys, pixdim=list(cfg.spacing), mode=["bilinear", "nearest"][: len(keys)],
                           dtype=torch.float32))
     if not _late_intensity(cfg):
         t += intensity_transforms(cfg)
