@@ -1,7 +1,8 @@
 """UNETR (Hatamizadeh et al. 2022) on a ViT encoder, for any power-of-two patch size.
 
 The decoder is built from MONAI's UNETR blocks, with MONAI's key names (``decoder.encoder1..``,
-``decoder.decoder2..``, ``decoder.out``). With a patch of 2^k voxels the decoder has k upsampling stages;
+``decoder.decoder2..``, ``decoder.out``); its 1 x 1 convolutions and 2 x upsampling run as matrix
+multiplies (:mod:`selfmedmae.models.pointwise`). With a patch of 2^k voxels the decoder has k upsampling stages;
 the skip connections come from k - 1 encoder blocks, evenly spaced: block ``i * depth // k`` (0-based) for
 i = 1..k-1. For the paper's 16^3 patches and 12 blocks this is blocks 3, 6, 9 (the outputs of blocks 4, 7
 and 10 counted from 1), as the official code and MONAI. Patch 8 (k = 3) taps blocks 4 and 8, like the
@@ -16,6 +17,7 @@ import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
 from torch import nn
 
+from selfmedmae.models.pointwise import use_matmul_convolutions
 from selfmedmae.models.vit import ViT
 
 
@@ -41,6 +43,7 @@ class UNETRDecoder(nn.Module):
                 spatial_dims, in_ch, f * 2 ** (j - 2), kernel_size=3, upsample_kernel_size=2,
                 norm_name=norm_name, res_block=True))
         self.out = UnetOutBlock(spatial_dims, f, num_classes)
+        use_matmul_convolutions(self)  # 1x1 convolutions and 2x upsampling as matmuls: same weights, faster
 
     def forward(self, image: torch.Tensor, final: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
         """image [B, C, *S]; final and taps are feature maps [B, D, *grid] (class token removed)."""
