@@ -94,10 +94,11 @@ def section_micro(args, device, out: list) -> None:
 
 def section_unetr(args, device, out: list) -> None:
     size = args.unetr_size or ([64, 64, 48] if args.quick else [192, 192, 128])
-    rows, info = bench_unetr.run(args.quick, device, size)
+    rows, info = bench_unetr.run(args.quick, device, size, args.unetr_passes)
     log(*table(bench_unetr.HEADER, rows))
     out += ["### UNETR sliding-window inference, ours vs MONAI UNETR (same weights)", "",
-            "Method: `benchmarks/bench_unetr.py` docstring; a one-window warm-up each, then two passes over the volume per model, alternating; best pass. "
+            "Method: `benchmarks/bench_unetr.py` docstring; a one-window warm-up each, then "
+            f"{args.unetr_passes} passes over the volume per model, alternating; best pass. "
             f"Same weights: max abs difference {info['weights_diff']:.1e} (encoder without the class token, "
             "and decoder on MONAI's features). Whole-volume logits differ by design (our encoder has the "
             f"class token of the official UNETR3D, MONAI's has none): max abs difference {info['output_diff']:.2f}. "
@@ -125,6 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="measured steps per case (after 1 warm-up)")
     parser.add_argument("--cases", nargs="+", help="MAE cases to run (default: all), e.g. 3d_b8_m0.75 "
                         "3d_b2_m0.125 2d_b16_m0.75 demo")
+    parser.add_argument("--unetr-passes", type=int, default=2, help="passes per model over the UNETR volume")
     parser.add_argument("--unetr-size", type=int, nargs=3, help="volume for UNETR inference (default 192 192 128)")
     parser.add_argument("--bf16", choices=("auto", "all", "none"), default="auto")
     parser.add_argument("--sections", nargs="+", default=["mae", "micro", "unetr", "cache"],
