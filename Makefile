@@ -32,7 +32,7 @@ curve: install
 	$(PY) -m selfmedmae curve configs/hippocampus/finetune.yaml --pretrain configs/hippocampus/pretrain.yaml --budget steps \
 		--fractions $(CURVE_FRACTIONS) --seeds $(CURVE_SEEDS) --out runs/hippocampus/curve
 
-# The performance benchmark (about 10-15 min on 2 CPU cores): prints its tables and appends them, with the
+# The performance benchmark (about 7-8 min on 2 CPU cores): prints its tables and appends them, with the
 # machine, torch version, commit and date, to benchmarks/RESULTS.md. BENCH="--quick" for a smoke run.
 bench: install
 	$(PY) -m pip install -q -e ".[bench]"
