@@ -16,10 +16,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-
 def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
     """``weight`` [out, in] applied to the channels of ``x`` [B, in, *S] -> [B, out, *S], keeping its layout."""
     if x.is_contiguous():  # one [out, in] @ [in, voxels] per item (matmul would fold in a transposed copy)
@@ -32,15 +28,13 @@ def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
 
 
 def _is_pointwise(conv: nn.Module) -> bool:
-    return (isinstance(conv, CONV) and not isinstance(conv.padding, str) and set(conv.kernel_size) == {1}
-            and set(conv.stride) == {1} and set(conv.padding) == {0} and conv.groups == 1
-            and conv.padding_mode == "zeros")
+    return (not isinstance(conv.padding, str) and set(conv.kernel_size) == {1} and set(conv.stride) == {1}
+            and set(conv.padding) == {0} and conv.groups == 1 and conv.padding_mode == "zeros")
 
 
 def _is_blockwise(conv: nn.Module) -> bool:
-    return (isinstance(conv, TRANSPOSED) and tuple(conv.kernel_size) == tuple(conv.stride)
-            and set(conv.padding) == {0} and set(conv.output_padding) == {0} and set(conv.dilation) == {1}
-            and conv.groups == 1)
+    return (tuple(conv.kernel_size) == tuple(conv.stride) and set(conv.padding) == {0}
+            and set(conv.output_padding) == {0} and set(conv.dilation) == {1} and conv.groups == 1)
 
 
 class _MatmulConv:
@@ -108,12 +102,21 @@ MATMUL_UPSAMPLE = {nn.ConvTranspose1d: MatmulConvTranspose1d, nn.ConvTranspose2d
 def _rebuilt(conv: nn.Module, cls: type) -> nn.Module:
     kwargs = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
                   bias=conv.bias is not None, padding_mode=conv.padding_mode)
-    if isinstance(conv, TRANSPOSED):
+    if isinstance(conv, tuple(MATMUL_UPSAMPLE)):
         kwargs["output_padding"] = conv.output_padding
     new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, device=conv.weight.device,
               dtype=conv.weight.dtype, **kwargs)
     new.load_state_dict(conv.state_dict())
     return new.train(conv.training)
+
+
+def _matmul_class(module: nn.Module):
+    """The matmul class that can stand in for ``module``, or None."""
+    if type(module) in MATMUL_CONV and _is_pointwise(module):
+        return MATMUL_CONV[type(module)]
+    if type(module) in MATMUL_UPSAMPLE and _is_blockwise(module):
+        return MATMUL_UPSAMPLE[type(module)]
+    return None
 
 
 def use_matmul_convolutions(model: nn.Module) -> int:
@@ -122,11 +125,8 @@ def use_matmul_convolutions(model: nn.Module) -> int:
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) in MATMUL_CONV and _is_pointwise(child):
-                setattr(parent, name, _rebuilt(child, MATMUL_CONV[type(child)]))
-            elif type(child) in MATMUL_UPSAMPLE and _is_blockwise(child):
-                setattr(parent, name, _rebuilt(child, MATMUL_UPSAMPLE[type(child)]))
-            else:
-                continue
-            swapped += 1
+            cls = _matmul_class(child)
+            if cls is not None:
+                setattr(parent, name, _rebuilt(child, cls))
+                swapped += 1
     return swapped

@@ -67,7 +67,7 @@ def run(cfg: DictConfig) -> int:
             print(f"finetune done: {tcfg.epochs} epochs, {lifecycle.loss_text(loss)}, best {task.metric} "
                   f"{trainer.extra['best']:.4f}, {minutes:.1f} min; best model {run_.checkpoints / 'best.pt'}, "
                   f"metrics in {run_.dir / 'metrics.jsonl'}")
-        trainer.log.close()
+        trainer.close()
     except BaseException as exc:
         raise lifecycle.stopped(run_, exc) from None
     finally:

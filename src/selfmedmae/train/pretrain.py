@@ -70,7 +70,7 @@ def run(cfg: DictConfig) -> int:
             print(f"pretrain done: {tcfg.epochs} epochs, {lifecycle.loss_text(loss)}, {minutes:.1f} min; "
                   f"checkpoints in {run_.checkpoints}, figures in {run_.dir / 'figures'}, "
                   f"metrics in {run_.dir / 'metrics.jsonl'}")
-        trainer.log.close()
+        trainer.close()
     except BaseException as exc:
         raise lifecycle.stopped(run_, exc) from None
     finally:

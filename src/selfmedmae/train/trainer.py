@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfmedmae.config import to_dict
 from selfmedmae.models.checkpoint import unwrap
+from selfmedmae.train.distributed import barrier
 from selfmedmae.train.engine import Loop, make_loader, plan, train_one_epoch
 from selfmedmae.train.lifecycle import Run, check_replicas, maybe_resume
 from selfmedmae.train.log import MetricsLog, Progress
@@ -83,3 +84,10 @@ class Trainer:
         self.progress.close()
         check_replicas(run, unwrap(self.model), self.log, step)
         return step, loss
+
+    def close(self) -> None:
+        """The run's normal end: every rank waits here until rank 0 has written its last files, so that the
+        ranks tear the process group down together (one rank leaving early while rank 0 still holds its
+        connection aborted once in CI: 'terminate called without an active exception'); then the logs."""
+        barrier(self.run.ctx)
+        self.log.close()
