@@ -4,8 +4,9 @@ Method. ``--volumes`` synthetic BTCV-like CT volumes of 512 x 512 x 150 voxels (
 0.6-0.98 mm in plane, 2.5-5 mm slices, 13 organ labels; :func:`selfmedmae.data.synthetic.make_btcv`,
 generated once into a temp folder and reused) go through the deterministic prefix of the training
 transforms of ``configs/btcv/pretrain.yaml`` (what ``CacheDataset`` / ``PersistentDataset`` compute once
-per volume), after one untimed warm-up pass of each pipeline on the first volume: decode (NIfTI .nii.gz), reorient (RAS), resample (1.5 x 1.5 x 2.0 mm), then the rest
-(HU window, foreground crop, pad, label to uint8, candidate crop centres). Each step is timed on its
+per volume), after one untimed warm-up pass of each pipeline on the first volume: decode (NIfTI
+.nii.gz), reorient (RAS), resample (1.5 x 1.5 x 2.0 mm), then the rest (HU window, foreground crop, pad,
+label to uint8, candidate crop centres). Each step is timed on its
 own. Then the random suffix (4 label-guided 96^3 crops + flips, what a worker does per volume and step)
 runs ``--crop-reps`` times on the cached volume: crops per second for one worker.
 
@@ -31,7 +32,8 @@ from selfmedmae.data.resample import SeparableSpacingd
 from selfmedmae.data.synthetic import make_btcv
 from selfmedmae.data.transforms_3d import deterministic_prefix, random_suffix
 
-STEPS = {"LoadImaged": "decode", "Orientationd": "reorient", "Spacingd": "resample", "SeparableSpacingd": "resample"}
+STEPS = {"LoadImaged": "decode", "Orientationd": "reorient", "Spacingd": "resample",
+         "SeparableSpacingd": "resample"}
 PARTS = ("decode", "reorient", "resample", "rest")
 
 
@@ -67,6 +69,15 @@ def fill(prefix: list, item: dict) -> tuple[dict, dict, int]:
     return d, parts, mem.peak
 
 
+def crop_rate(suffix: Compose, cached: dict, reps: int) -> float:
+    """Crops per second of the random suffix on one cached volume."""
+    torch.manual_seed(0)
+    start, crops = time.perf_counter(), 0
+    for _ in range(reps):
+        crops += len(suffix(dict(cached)))
+    return crops / (time.perf_counter() - start)
+
+
 def run(volumes: int, size: list[int], crop_reps: int) -> tuple[list[list], dict]:
     data = dataset(volumes, size)
     cfg = load_config(REPO / "configs" / "btcv" / "pretrain.yaml", [f"data.root={data}"])
@@ -88,12 +99,8 @@ def run(volumes: int, size: list[int], crop_reps: int) -> tuple[list[list], dict
             total = sum(parts.values())
             fills[name].append(total)
             rate = ""
-            if name == "ours":
-                torch.manual_seed(0)
-                start, crops = time.perf_counter(), 0
-                for _ in range(crop_reps):
-                    crops += len(suffix(dict(d)))
-                crops_per_s.append(crops / (time.perf_counter() - start))
+            if name == "ours":  # the random crops a worker cuts from the cached volume
+                crops_per_s.append(crop_rate(suffix, d, crop_reps))
                 rate = f"{crops_per_s[-1]:.1f}"
             shape = "x".join(str(s) for s in d["image"].shape[1:])
             rows.append([Path(item["image"]).name, name, "x".join(map(str, size)), shape] +
@@ -108,5 +115,5 @@ def run(volumes: int, size: list[int], crop_reps: int) -> tuple[list[list], dict
                   "image_max_abs_diff": max(diffs)}
 
 
-HEADER = ["volume", "pipeline", "file size", "cached size", "decode (s)", "reorient (s)", "resample (s)", "rest (s)",
-          "fill (s)", "peak memory", "crops/s (1 worker)"]
+HEADER = ["volume", "pipeline", "file size", "cached size", "decode (s)", "reorient (s)", "resample (s)",
+          "rest (s)", "fill (s)", "peak memory", "crops/s (1 worker)"]

@@ -4,9 +4,10 @@ MONAI's ``Spacing`` resamples through ``affine_grid`` + ``grid_sample``: a full 
 (12 bytes per output voxel) and 8 gathers per output voxel. When the output-to-input voxel map is
 axis-aligned (exactly a scale and a shift per axis, as for any scan whose axes are the world's after
 ``Orientation``; an oblique scan's map carries rounding noise off the diagonal and takes MONAI's path),
-trilinear and nearest interpolation are separable: one 1D interpolation per axis gives the same values. On a BTCV-sized CT
-(512 x 512 x 150 -> 276 x 276 x 224, image bilinear + label nearest, 2 threads) that is 0.7-1.0 s instead
-of 2.1-2.6 s, and no 12-byte-per-voxel grid (``benchmarks/bench_cache.py``).
+trilinear and nearest interpolation are separable: one 1D interpolation per axis gives the same
+values. On a BTCV-sized CT (512 x 512 x 150 -> 276 x 276 x 224, image bilinear + label nearest, 2
+threads) that is 0.5-1.1 s instead of 1.9-2.6 s, and no 12-byte-per-voxel grid
+(``benchmarks/bench_cache.py``).
 
 Same numbers: the 1D sample positions are computed with the float32 operations ``affine_grid`` and
 ``grid_sample`` use (MONAI's normalised affine, the base grid, border clipping), so nearest-neighbour

@@ -126,7 +126,7 @@ def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: boo
     if cfg.spacing:
         # float32 resampling: half the time of MONAI's float64 default on a 512 x 512 x 150 CT (6 s vs 13 s)
         t.append(SeparableSpacingd(keys, pixdim=list(cfg.spacing), mode=["bilinear", "nearest"][: len(keys)],
-                          dtype=torch.float32))
+                                   dtype=torch.float32))
     if not _late_intensity(cfg):
         t += intensity_transforms(cfg)
     if cfg.crop_foreground:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+
 def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
     """``weight`` [out, in] applied to the channels of ``x`` [B, in, *S] -> [B, out, *S], keeping its layout."""
     if x.is_contiguous():  # one [out, in] @ [in, voxels] per item (matmul would fold in a transposed copy)
