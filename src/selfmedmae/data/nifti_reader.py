@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from monai.data import NibabelReader
 
-# dtypes torch.from_numpy takes whose cast to float32 torch and NumPy do alike
 TILE = 32  # edge of the tiles of the transposing copy (best of 8-64 on a 512 x 512 x 150 CT)
+# dtypes torch.from_numpy takes whose cast to float32 torch and NumPy do alike
 _TORCH_CASTS = {np.dtype(t) for t in ("uint8", "int8", "int16", "int32", "int64", "float16", "float32",
                                       "float64", "bool")}
 
