@@ -46,14 +46,15 @@ def dataset(n: int, size: list[int]) -> Path:
     return data
 
 
-def stock_monai(prefix: list, data_cfg, keys) -> list:
-    """The same prefix with MONAI's own ``LoadImaged`` and ``Spacingd`` in place of ours."""
+def stock_monai(prefix: list) -> list:
+    """The same prefix with MONAI's own ``LoadImaged`` and ``Spacingd`` in place of ours, same settings."""
     out = []
     for t in prefix:
         if isinstance(t, LoadImaged):
-            t = LoadImaged(keys, image_only=True, ensure_channel_first=True)
+            t = LoadImaged(t.keys, image_only=True, ensure_channel_first=True)
         elif isinstance(t, SeparableSpacingd):
-            t = Spacingd(keys, pixdim=list(data_cfg.spacing), mode=["bilinear", "nearest"], dtype=torch.float32)
+            t = Spacingd(t.keys, pixdim=t.spacing_transform.pixdim, mode=t.mode, padding_mode=t.padding_mode,
+                         align_corners=t.align_corners, dtype=t.dtype)
         out.append(t)
     return out
 
@@ -85,7 +86,7 @@ def run(volumes: int, size: list[int], crop_reps: int) -> tuple[list[list], dict
     items = lists["training"] + lists["validation"]  # every generated volume
     keys = ("image", "label")
     prefixes = {"ours": deterministic_prefix(cfg.data, keys, crop_indices=True)}
-    prefixes["MONAI"] = stock_monai(prefixes["ours"], cfg.data, list(keys))
+    prefixes["MONAI"] = stock_monai(prefixes["ours"])
     suffix = Compose(random_suffix(cfg.data, "pretrain", labelled=True))  # maps over the list of crops
     rows, crops_per_s, diffs, fills = [], [], [], {name: [] for name in prefixes}
     for prefix in prefixes.values():  # warm-up, untimed: first calls, thread pools, file cache

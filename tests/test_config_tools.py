@@ -2,7 +2,6 @@
 the one path rule for data files, and 2D class columns taken from the CSV."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 

@@ -13,7 +13,6 @@ pytestmark = pytest.mark.slow
 def test_demo_compares_mae_with_scratch_and_reuses_finished_runs(tmp_path, monkeypatch, capsys):
     task = tiny_task(tmp_path / "data")
     runs = tmp_path / "runs" / "tiny"
-    fast = "\ntrain:\n  epochs: 1\n  warmup_epochs: 0\n  eval_every: 1\n"
     pre = tiny_config(tmp_path / "pre.yaml", task)
     pre.write_text(pre.read_text().replace("  epochs: 5\n", "  epochs: 1\n") + f"  dir: {runs}/pretrain\n")
     fine = tiny_config(tmp_path / "fine.yaml", task, stage="finetune")

@@ -37,4 +37,4 @@ class TorchCopyNibabelReader(NibabelReader):
     """``NibabelReader`` whose arrays come out C-ordered float32 (for ``LoadImage(dtype=float32)``)."""
 
     def _get_array_data(self, img, filename):
-        return as_c_float32(np.asanyarray(super()._get_array_data(img, filename)))
+        return as_c_float32(super()._get_array_data(img, filename))

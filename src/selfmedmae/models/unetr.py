@@ -2,8 +2,8 @@
 
 The decoder is built from MONAI's UNETR blocks, with MONAI's key names (``decoder.encoder1..``,
 ``decoder.decoder2..``, ``decoder.out``); its 1 x 1 convolutions and 2 x upsampling run as matrix
-multiplies (:mod:`selfmedmae.models.pointwise`). With a patch of 2^k voxels the decoder has k upsampling stages;
-the skip connections come from k - 1 encoder blocks, evenly spaced: block ``i * depth // k`` (0-based) for
+multiplies (:mod:`selfmedmae.models.pointwise`). With a patch of 2^k voxels the decoder has k upsampling
+stages; the skip connections come from k - 1 encoder blocks, evenly spaced: block ``i * depth // k`` (0-based) for
 i = 1..k-1. For the paper's 16^3 patches and 12 blocks this is blocks 3, 6, 9 (the outputs of blocks 4, 7
 and 10 counted from 1), as the official code and MONAI. Patch 8 (k = 3) taps blocks 4 and 8, like the
 official code's unused x8 variant; the official decoder itself works with 16 only.
