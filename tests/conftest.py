@@ -20,3 +20,10 @@ def shared_path(*parts: str) -> Path:
 def tiny_encoder(dims: int = 3, in_chans: int = 1, size: int = 32, patch: int = 8, **kw) -> dict:
     return dict(img_size=[size] * dims, patch_size=patch, in_chans=in_chans, embed_dim=48, depth=2,
                 num_heads=4, **kw)
+
+
+@pytest.fixture(params=["fp32", "bf16"])
+def precision(request) -> str:
+    """Both precisions, whatever `run.precision=auto` picks on this machine: bf16 is emulated but correct on
+    CPUs without native bf16, so the tests that compare inference outputs prove both everywhere."""
+    return request.param

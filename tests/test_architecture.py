@@ -106,7 +106,7 @@ def test_a_2d_finetuning_start_scans_its_csv_once(count_scans, tmp_path):
     assert count_scans["scans"] == 1
 
 
-def test_validation_and_evaluate_give_the_same_dice_on_the_same_checkpoint(tmp_path):
+def test_validation_and_evaluate_give_the_same_dice_on_the_same_checkpoint(tmp_path, precision):
     """best.pt records the validation scores it was chosen by; `evaluate` on the val split must report the
     same mean Dice, to the last bit: one sliding window, one Dice, one average, one precision policy."""
     from selfmedmae.eval import evaluate
@@ -114,7 +114,8 @@ def test_validation_and_evaluate_give_the_same_dice_on_the_same_checkpoint(tmp_p
 
     task = tiny_task(tmp_path)
     cfg = load_config(str(tiny_config(tmp_path / "f.yaml", task, "finetune")),
-                      ["train.epochs=3", "train.eval_every=1", "run.precision=auto", f"run.dir={tmp_path / 'run'}"])
+                      ["train.epochs=3", "train.eval_every=1", f"run.precision={precision}",
+                       f"run.dir={tmp_path / 'run'}"])
     assert finetune.run(cfg) == 0
     import torch
 

@@ -30,7 +30,7 @@ def btcv_root(tmp_path_factory):
     return make_btcv(tmp_path_factory.mktemp("btcv"), n=4, size=(40, 40, 12), seed=3)
 
 
-def test_evaluate_real_hippocampus_prints_and_writes_per_class_metrics(tmp_path, capsys):
+def test_evaluate_real_hippocampus_prints_and_writes_per_class_metrics(tmp_path, capsys, precision):
     if not HIPPOCAMPUS.is_dir():
         pytest.skip(f"{HIPPOCAMPUS} is absent")
     root = hippocampus_subset(tmp_path / "hip")
@@ -38,7 +38,7 @@ def test_evaluate_real_hippocampus_prints_and_writes_per_class_metrics(tmp_path,
                                                          "data.test_fraction=0.34"])
     # resampled to 2 mm here (the run used the files' 1 mm): 8 windows a case, and the spacing must follow
     assert main(["evaluate", str(ckpt), "eval.split=all", "eval.overlap=0", "data.spacing=[2,2,2]",
-                 "--figures", "1"]) == 0
+                 "--figures", "1", f"run.precision={precision}"]) == 0
     printed = capsys.readouterr().out
     assert "| Anterior |" in printed and "| Posterior |" in printed and "**mean (2 classes)**" in printed
     out = tmp_path / "run" / "eval_all"  # the default: <run>/eval_<split>
@@ -124,12 +124,12 @@ def _auc_by_pairs(t, s):
     return float(((diff > 0) + 0.5 * (diff == 0)).mean())
 
 
-def test_evaluate_classification_auc_matches_its_own_scores(tmp_path, capsys):
+def test_evaluate_classification_auc_matches_its_own_scores(tmp_path, capsys, precision):
     root = tmp_path / "cxr"
     make_cxr14_like(root, n_images=40, size=48, seed=1)
     ckpt = tiny_checkpoint(tmp_path / "run", str(REPO / "configs" / "_data" / "cxr14.yaml"),
                            [f"data.root={root}", "data.image_size=40", "data.crop_size=32"])
-    assert main(["evaluate", str(ckpt), "eval.split=test"]) == 0
+    assert main(["evaluate", str(ckpt), "eval.split=test", f"run.precision={precision}"]) == 0
     printed = capsys.readouterr().out
     out = tmp_path / "run" / "eval_test"
     m = json.loads((out / "metrics.json").read_text())

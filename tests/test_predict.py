@@ -38,7 +38,7 @@ def msd_ckpt(tmp_path_factory):
     return tiny_checkpoint(tmp / "run", str(CFG / "hippocampus.yaml"), [f"data.root={root}", ROI16]), root
 
 
-def test_real_hippocampus_prediction_has_the_input_geometry(tmp_path, capsys):
+def test_real_hippocampus_prediction_has_the_input_geometry(tmp_path, capsys, precision):
     if not HIPPOCAMPUS.is_dir():
         pytest.skip(f"{HIPPOCAMPUS} is absent")
     given = tmp_path / "in" / "hippocampus_001.nii.gz"
@@ -47,7 +47,7 @@ def test_real_hippocampus_prediction_has_the_input_geometry(tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path / "run", str(CFG / "hippocampus.yaml"), [f"data.root={HIPPOCAMPUS}", ROI16])
     out = tmp_path / "out"
     assert main(["predict", str(ckpt), str(given), "--out", str(out), "--probabilities", "--figures",
-                 "eval.overlap=0"]) == 0
+                 "eval.overlap=0", f"run.precision={precision}"]) == 0
     assert "hippocampus_001.nii.gz (shape [35, 51, 35]" in capsys.readouterr().out
     ref, pred = nib.load(given), nib.load(out / "hippocampus_001.nii.gz")
     _same_geometry(pred, ref)
@@ -75,15 +75,15 @@ def las_ct(shape=(48, 40, 12), spacing=(0.8, 0.8, 3.0)) -> tuple[np.ndarray, np.
     return image, affine
 
 
-def test_las_anisotropic_volume_resampled_and_cropped_comes_back_on_its_grid(tmp_path):
+def test_las_anisotropic_volume_resampled_and_cropped_comes_back_on_its_grid(tmp_path, precision):
     root = make_btcv(tmp_path / "btcv", n=2, size=(24, 24, 8), seed=0)  # only for the class names
     image, affine = las_ct()
     assert nib.aff2axcodes(affine) == ("L", "A", "S")
     given = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(image, affine), str(given))
     ckpt = tiny_checkpoint(tmp_path / "run", str(CFG / "btcv.yaml"), [f"data.root={root}", ROI16])
-    run = load_run(ckpt)
-    assert list(run.cfg.data.spacing) == [1.5, 1.5, 2.0] and run.cfg.data.crop_foreground
+    run = load_run(ckpt, [f"run.precision={precision}"])
+    assert run.precision == precision and list(run.cfg.data.spacing) == [1.5, 1.5, 2.0] and run.cfg.data.crop_foreground
     out = tmp_path / "out"
     predict_volumes(run, [given], out, probs=True, figures=False)  # the tiny UNETR
     ref = nib.load(given)

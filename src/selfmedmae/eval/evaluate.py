@@ -102,7 +102,7 @@ def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: in
         cases.append(case)
         if i < figures:
             dice = np.mean(list(case.dice.values()))
-            shown_pred = pred[0] if labels.multilabel else logits[0].argmax(0)
+            shown_pred = pred[0] if labels.multilabel else pred[0].argmax(0)  # the scored decision
             plot_segmentation_overlay(image.as_tensor(), shown_pred, Path(out_dir) / "figures" / f"{case_id}.png",
                                       label=label.as_tensor(), class_names=labels.scored, spacing=spacing,
                                       multilabel=labels.multilabel,

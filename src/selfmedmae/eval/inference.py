@@ -32,6 +32,7 @@ from torch import nn
 from selfmedmae.config import config_from_dict
 from selfmedmae.config.validate import validate
 from selfmedmae.errors import UserError
+from selfmedmae.eval.decide import probabilities
 from selfmedmae.models.checkpoint import load_state_dict_checked, read_native
 from selfmedmae.models.factory import build_model
 from selfmedmae.precision import Precision, precision
@@ -168,11 +169,6 @@ def sliding_window_logits(model: nn.Module, image: torch.Tensor, roi_size: Seque
     return out.float()
 
 
-def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    """Sigmoid per channel (overlapping regions, BraTS) or softmax over the classes (label maps), [B, K, ...]."""
-    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
-
-
 @torch.no_grad()
 def classify_batches(model: nn.Module, loader, device: torch.device,
                      autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
@@ -183,7 +179,7 @@ def classify_batches(model: nn.Module, loader, device: torch.device,
     for batch in progress_iter(loader, len(loader), desc, "batch", enabled=enabled):
         with autocast():
             logits = model(batch["image"].to(device, non_blocking=True))  # [B, K]
-        scores.append(torch.sigmoid(logits.float()).cpu())
+        scores.append(probabilities(logits, multilabel=True).cpu())
         ids += list(batch["id"])
         if "label" in batch:
             targets.append(batch["label"].float())

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance
 
+from selfmedmae.eval.decide import decide, probabilities
 from selfmedmae.eval.auc import multilabel_auc, roc_auc, roc_curve  # noqa: F401  (re-exported)
 from selfmedmae.eval.table import metrics_markdown
 
@@ -71,11 +72,11 @@ class CaseScores:
         return asdict(self)
 
 
-def onehot_from_logits(logits: torch.Tensor, multilabel: bool, threshold: float = 0.5) -> torch.Tensor:
-    """Binarise network outputs [B, C, *spatial]: argmax + one-hot (label maps) or sigmoid > threshold (regions)."""
-    if multilabel:
-        return (torch.sigmoid(logits.float()) > threshold).to(torch.uint8)
-    return onehot_from_labelmap(logits.argmax(dim=1), logits.shape[1])
+def onehot_from_logits(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Binarise network outputs [B, C, *spatial] by the one rule of :mod:`selfmedmae.eval.decide`: argmax of the
+    softmax + one-hot (label maps) or sigmoid > 0.5 (regions)."""
+    decided = decide(probabilities(logits, multilabel), multilabel)
+    return decided.to(torch.uint8) if multilabel else onehot_from_labelmap(decided, logits.shape[1])
 
 
 def onehot_from_labelmap(label: torch.Tensor | np.ndarray, num_classes: int) -> torch.Tensor:

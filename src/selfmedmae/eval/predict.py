@@ -38,7 +38,8 @@ from selfmedmae.data.brats import MSD_LABELS
 from selfmedmae.data.facade import build
 from selfmedmae.data.transforms_2d import crop_transform, preprocess
 from selfmedmae.errors import UserError
-from selfmedmae.eval.inference import LoadedRun, classify, load_run, probabilities, segment_logits
+from selfmedmae.eval.decide import decide, fill_background, probabilities
+from selfmedmae.eval.inference import LoadedRun, classify, load_run, segment_logits
 from selfmedmae.eval.inputs import check_image, check_volume, collect, output_stems
 from selfmedmae.eval.overlay import plot_segmentation_overlay
 from selfmedmae.eval.table import write_scores_csv
@@ -139,18 +140,18 @@ def predict_volume(run: LoadedRun, transforms, path: Path,
         item = transforms({"image": str(path)})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError chains
         raise UserError(f"{path}: cannot be loaded and preprocessed ({str(exc).splitlines()[0][:300]})") from None
-    logits = segment_logits(run, item["image"])[0]  # [K, *S] on the model's grid
+    p = probabilities(segment_logits(run, item["image"]), multilabel)  # [1, K, *S] on the model's grid
+    decided = decide(p, multilabel)[0]  # the rule evaluate's Dice uses
     if multilabel:
-        labels = regions_to_labels(logits > 0, int(cfg.data.brats_et_label))  # sigmoid > 0.5 <=> logit > 0
+        labels = regions_to_labels(decided, int(cfg.data.brats_et_label))
     else:
-        labels = logits.argmax(0, keepdim=True).to(torch.uint8)  # [1, *S]
+        labels = decided[None].to(torch.uint8)  # [1, *S]
     label_map = torch.round(_invert(labels.float(), item, transforms, nearest=True)).to(torch.uint8)  # [1, *S0]
     prob = None
     if with_probs:
-        p = probabilities(logits[None], multilabel)[0]
-        prob = _invert(p, item, transforms, nearest=False).float().clamp_(0, 1)  # [K, *S0], trilinear
+        prob = _invert(p[0], item, transforms, nearest=False).float().clamp_(0, 1)  # [K, *S0], trilinear
         if not multilabel:  # outside the crop every channel came back 0: that is background
-            prob[0] = (1.0 - prob[1:].sum(0)).clamp_(0, 1)
+            prob = fill_background(prob)
     return label_map, prob
 
 
