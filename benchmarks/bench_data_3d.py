@@ -29,7 +29,7 @@ from monai.data import list_data_collate
 
 from selfmedmae.config import load_config
 from selfmedmae.data.loader import build_train_dataset
-from selfmedmae.train.distributed import Dist
+from selfmedmae.runtime.distributed import Dist
 from selfmedmae.train.engine import make_loader
 from selfmedmae.data.synthetic import make_btcv
 

@@ -9,7 +9,7 @@ tokens without the class token against MONAI's ViT (final tokens and the three t
 MONAI's encoder features against MONAI's output. Then a BTCV-sized volume (192 x 192 x 128 after
 resampling) goes through MONAI's ``sliding_window_inference`` (96^3 windows, overlap 0.5, constant
 blending, ``eval.sw_batch_size`` windows a batch) with each model: ours through
-:func:`selfmedmae.eval.inference.sliding_window_logits`, the path ``evaluate``, ``predict`` and validation
+:func:`selfmedmae.inference.forward.sliding_window_logits`, the path ``evaluate``, ``predict`` and validation
 use. The two models alternate (ours, MONAI, ours, MONAI, ... ``passes`` times each) and each row reports its
 best pass, so that neither gains from running second on warm caches or loses to another job's burst; a
 first run in a fixed order (ours first, one pass) had put ours at 0.82x, an A/B of single 4-window forwards
@@ -21,7 +21,7 @@ import torch
 
 from benchlib import PeakMemory, REPO, fmt_bytes, timer
 from selfmedmae.config import load_config
-from selfmedmae.eval.inference import sliding_window_logits
+from selfmedmae.inference.forward import sliding_window_logits
 from selfmedmae.models.factory import build_model, model_args
 
 KEY_MAP = [("encoder.patch_embed.proj.", "vit.patch_embedding.patch_embeddings."),

@@ -27,7 +27,7 @@ import bench_cache  # noqa: E402
 import bench_mae  # noqa: E402
 import bench_unetr  # noqa: E402
 from benchlib import REPO, commit, load_avg, machine, matmul_peak, now, table  # noqa: E402
-from selfmedmae.precision import cpu_has_native_bf16  # noqa: E402
+from selfmedmae.runtime.device import cpu_has_native_bf16  # noqa: E402
 
 
 def log(*lines: str) -> None:

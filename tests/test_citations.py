@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 # a repository path: src/..., docs/..., configs/..., benchmarks/..., tests/..., .ci/..., or selfmedmae/....py
 PATH = re.compile(r"(?<![\w./-])((?:src/|docs/|configs/|benchmarks/|tests/|\.ci/)?selfmedmae/[\w/.-]+\.py"
                   r"|(?:src|docs|configs|benchmarks|tests|\.ci)/[\w./-]+)")
-DOTTED = re.compile(r"(?<![\w.])selfmedmae(?:\.[A-Za-z_]\w*)+")  # selfmedmae.eval.metrics.dice_scores
+DOTTED = re.compile(r"(?<![\w.])selfmedmae(?:\.[A-Za-z_]\w*)+")  # selfmedmae.metrics.dice.dice_scores
 
 
 def _sources() -> list[Path]:
@@ -53,8 +53,8 @@ def unresolved_names(text: str) -> list[str]:
 def test_the_checks_catch_a_stale_reference():
     gone = "docs/" + "official-code-spec.md"  # split, so that test_docs does not take it for a citation
     assert missing_paths(f"see src/selfmedmae/train/loop.py and {gone}") == ["src/selfmedmae/train/loop.py", gone]
-    assert missing_paths("see src/selfmedmae/eval/metrics.py, figures/recon_epoch_NNNN.png") == []
-    assert unresolved_names("selfmedmae.metrics_auc.roc_auc and selfmedmae.eval.auc.roc_auc") == [
+    assert missing_paths("see src/selfmedmae/metrics/dice.py, figures/recon_epoch_NNNN.png") == []
+    assert unresolved_names("selfmedmae.metrics_auc.roc_auc and selfmedmae.metrics.auc.roc_auc") == [
         "selfmedmae.metrics_auc.roc_auc"]
 
 

@@ -231,7 +231,7 @@ def test_loaders_for_training_code(tmp_path):
     n_train = len(build_2d_dataset(cfg, "train"))
     crops = {s: build_2d_dataset(cfg, s).transform.train for s in ("train", "train_val", "val", "test", "all")}
     assert crops == {"train": True, "train_val": True, "val": False, "test": False, "all": False}
-    from selfmedmae.train.distributed import Dist
+    from selfmedmae.runtime.distributed import Dist
     from selfmedmae.train.engine import make_loader
 
     train = make_loader(build(cfg).dataset("train", train=True), 4, Dist(), seed=1, workers=0)

@@ -105,7 +105,7 @@ def _first_batch(cfg, mode: str) -> dict:
     """The first batch of the training loader a stage would build (the engine's, one process)."""
     from monai.data import list_data_collate
 
-    from selfmedmae.train.distributed import Dist
+    from selfmedmae.runtime.distributed import Dist
     from selfmedmae.train.engine import make_loader
 
     loader = make_loader(build_train_dataset(cfg, mode), cfg.train.batch_size, Dist(), 0, 0, list_data_collate)

@@ -1,11 +1,11 @@
-"""The one rule from logits to probabilities and decisions (selfmedmae.eval.decide), where bf16 makes it matter:
+"""The one rule from logits to probabilities and decisions (selfmedmae.inference.decide), where bf16 makes it matter:
 logits that tie once rounded to bf16, and probabilities carried back with a background fill."""
 from __future__ import annotations
 
 import torch
 
-from selfmedmae.eval.decide import decide, fill_background, probabilities
-from selfmedmae.eval.metrics import onehot_from_logits
+from selfmedmae.inference.decide import decide, fill_background, probabilities
+from selfmedmae.metrics.dice import onehot_from_logits
 
 
 def _tied_bf16_logits() -> torch.Tensor:

@@ -16,8 +16,8 @@ from selfmedmae.data.synthetic import make_brats, make_btcv
 from selfmedmae.data.synthetic_2d import make_cxr14_like
 from selfmedmae.data.transforms_3d import eval_transforms
 from selfmedmae.eval.evaluate import evaluate_segmentation
-from selfmedmae.eval.inference import load_run
-from selfmedmae.eval.metrics import BRATS_HD_PENALTY_MM
+from selfmedmae.inference.forward import load_run
+from selfmedmae.metrics.dice import BRATS_HD_PENALTY_MM
 from selfmedmae.models.checkpoint import atomic_save, native
 from tiny_runs import HIPPOCAMPUS, REPO, ConstantLogits, hippocampus_subset, tiny_checkpoint
 

@@ -7,7 +7,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from selfmedmae.errors import UserError
-from selfmedmae.eval.figures import (
+from selfmedmae.figures.curves import (
     _pixel_mask,
     plot_learning_curves,
     plot_mae_reconstruction,
@@ -16,8 +16,8 @@ from selfmedmae.eval.figures import (
     read_jsonl,
     segmentation_overlay_figure,
 )
-from selfmedmae.eval.plotting import DPI, MASK_GREY, class_colour
-from selfmedmae.eval.overlay import _slice_positions
+from selfmedmae.figures.plotting import DPI, MASK_GREY, class_colour
+from selfmedmae.figures.overlay import _slice_positions
 
 
 def load(path) -> np.ndarray:

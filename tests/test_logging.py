@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from selfmedmae.train import log as log_mod
-from selfmedmae.train.log import MetricsLog, Progress, progress_iter
-from selfmedmae.train.tb_images import overlay_panel, slice_of
+from selfmedmae.runtime import log as log_mod
+from selfmedmae.runtime.log import MetricsLog, Progress, progress_iter
+from selfmedmae.figures.tb_images import overlay_panel, slice_of
 
 
 @pytest.fixture

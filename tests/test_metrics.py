@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from selfmedmae.data.btcv import PAPER_ORGANS
-from selfmedmae.eval.metrics import (
+from selfmedmae.metrics.dice import (
     BRATS_HD_PENALTY_MM,
     multilabel_auc,
     onehot_from_labelmap,

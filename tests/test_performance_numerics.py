@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from selfmedmae.eval.inference import sliding_window_logits
+from selfmedmae.inference.forward import sliding_window_logits
 from selfmedmae.models.factory import build_model
 from selfmedmae.models.mae import normalize_patches
 from selfmedmae.train.optim import build_optimizer, impl_kwargs

@@ -14,7 +14,7 @@ import torch
 from selfmedmae.cli import main
 from selfmedmae.data.brats import brats_regions
 from selfmedmae.data.synthetic import make_brats, make_btcv, make_msd
-from selfmedmae.eval.inference import load_run
+from selfmedmae.inference.forward import load_run
 from selfmedmae.eval.predict import predict_volumes, regions_to_labels
 from tiny_runs import CXR_SAMPLE, HIPPOCAMPUS, REPO, ConstantLogits, Threshold, tiny_checkpoint
 

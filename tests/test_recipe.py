@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from selfmedmae.models.factory import build_model
-from selfmedmae.train.distributed import Dist
+from selfmedmae.runtime.distributed import Dist
 from selfmedmae.train.engine import plan
 from selfmedmae.train.optim import build_optimizer, param_groups
 from selfmedmae.train.schedule import apply_lr, lr_at, scaled_lr

@@ -23,7 +23,7 @@ def _config_cmd(module: str, func: str) -> Callable[[argparse.Namespace], int]:
 
         cfg = load_config(args.config, args.overrides)
         if args.command == "check-data":  # the stages run the same check first thing (train/lifecycle.start)
-            from selfmedmae.config.validate import validate
+            from selfmedmae.preflight import validate
 
             validate(cfg, "check-data")
         return int(getattr(import_module(module), func)(cfg) or 0)
@@ -72,7 +72,7 @@ def _show_config(args: argparse.Namespace) -> int:
 
 
 def _init_config(args: argparse.Namespace) -> int:
-    from selfmedmae.config.starter import run
+    from selfmedmae.data.starter import run
 
     return run(args.kind, args.data, args.out)
 

@@ -57,7 +57,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = Non
     try:
         node = OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends
-        from selfmedmae.config.validate import yaml_error_text
+        from selfmedmae.preflight import yaml_error_text
 
         raise ConfigError(f"{path}: not valid YAML ({yaml_error_text(exc)})") from None
     if not isinstance(node, DictConfig):

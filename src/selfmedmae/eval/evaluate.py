@@ -7,9 +7,9 @@ overrides (``eval.split=test``, ``data.root=/elsewhere``, ``eval.overlap=0.25``,
 
 Segmentation (UNETR, 3D), as the official evaluation (docs/official-code.md §2.4): whole volumes
 after the deterministic preprocessing (orientation, resampling, intensity, foreground crop), sliding-window
-logits (:mod:`selfmedmae.eval.inference`), argmax (label maps) or sigmoid > 0.5 (BraTS regions), then per case
+logits (:mod:`selfmedmae.inference.forward`), argmax (label maps) or sigmoid > 0.5 (BraTS regions), then per case
 and class Dice and HD95 in mm with the voxel spacing of the evaluated, resampled volume
-(:func:`selfmedmae.eval.metrics.segmentation_scores`; empty masks follow the BraTS convention documented there:
+(:func:`selfmedmae.metrics.dice.segmentation_scores`; empty masks follow the BraTS convention documented there:
 both empty -> Dice 1 / HD 0, one empty -> Dice 0 / HD = penalty). The penalty is BraTS's 373.13 mm for
 ``data.format=brats``, the diagonal of the evaluated volume otherwise. Background is not scored for label
 maps; BraTS scores its three overlapping regions TC / WT / ET. BTCV (``data.format=btcv`` or
@@ -19,7 +19,7 @@ Overlays of the first ``--figures`` cases (image, ground truth, prediction; the 
 
 Classification (ViT, 2D): centre-cropped images of the split, one sigmoid per label, ROC AUC per label and
 their mean (a label whose targets are all one value is left out of the mean and named;
-:mod:`selfmedmae.eval.auc`), the ROC curves in ``figures/roc_curves.png`` and the scores of every image
+:mod:`selfmedmae.metrics.auc`), the ROC curves in ``figures/roc_curves.png`` and the scores of every image
 in ``predictions.csv``.
 """
 from __future__ import annotations
@@ -33,14 +33,14 @@ from torch.utils.data import DataLoader
 
 from selfmedmae.data.facade import build
 from selfmedmae.errors import UserError
-from selfmedmae.eval.figures import plot_roc_curves
-from selfmedmae.eval.inference import LoadedRun, check_outputs, classify, load_run, segment_logits
-from selfmedmae.eval.metrics import BRATS_HD_PENALTY_MM, multilabel_auc, summarize_segmentation, write_metrics
-from selfmedmae.eval.overlay import plot_segmentation_overlay
-from selfmedmae.eval.table import write_scores_csv
-from selfmedmae.eval.validation import score_volume, spacing_of
+from selfmedmae.figures.curves import plot_roc_curves
+from selfmedmae.inference.forward import LoadedRun, check_outputs, classify, load_run, segment_logits
+from selfmedmae.metrics.dice import BRATS_HD_PENALTY_MM, multilabel_auc, summarize_segmentation, write_metrics
+from selfmedmae.figures.overlay import plot_segmentation_overlay
+from selfmedmae.metrics.table import write_scores_csv
+from selfmedmae.tasks.validation import score_volume, spacing_of
 from selfmedmae.outputs import prepare
-from selfmedmae.train.log import progress_iter
+from selfmedmae.runtime.log import progress_iter
 
 BATCH_2D = 32  # images per forward pass in 2D evaluation (memory-safe on a CPU for ViT-B at 224^2)
 
@@ -80,7 +80,7 @@ def _first(batch: list) -> Any:
 
 def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: int = 3) -> dict[str, Any]:
     """Per-case, per-class Dice / HD of a UNETR checkpoint on a 3D split; overlays of the first cases.
-    Scored as validation scores (:func:`selfmedmae.eval.validation.score_volume`), with HD95 added."""
+    Scored as validation scores (:func:`selfmedmae.tasks.validation.score_volume`), with HD95 added."""
     cfg = run.cfg
     data = build(cfg.data, run.run_dir)
     labels = data.labels

@@ -38,13 +38,13 @@ from selfmedmae.data.brats import MSD_LABELS
 from selfmedmae.data.facade import build
 from selfmedmae.data.transforms_2d import crop_transform, preprocess
 from selfmedmae.errors import UserError
-from selfmedmae.eval.decide import decide, fill_background, probabilities
-from selfmedmae.eval.inference import LoadedRun, classify, load_run, segment_logits
+from selfmedmae.inference.decide import decide, fill_background, probabilities
+from selfmedmae.inference.forward import LoadedRun, classify, load_run, segment_logits
 from selfmedmae.eval.inputs import check_image, check_volume, collect, output_stems
-from selfmedmae.eval.overlay import plot_segmentation_overlay
-from selfmedmae.eval.table import write_scores_csv
+from selfmedmae.figures.overlay import plot_segmentation_overlay
+from selfmedmae.metrics.table import write_scores_csv
 from selfmedmae.outputs import prepare
-from selfmedmae.train.log import progress_iter
+from selfmedmae.runtime.log import progress_iter
 
 BATCH_2D = 32
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")

@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from selfmedmae.errors import UserError
-from selfmedmae.eval.figures import plot_learning_curves, read_jsonl
+from selfmedmae.figures.curves import plot_learning_curves, read_jsonl
 
 PRIMARY = ("val_dice_subset", "val_dice", "val_auc")  # the metric fine-tuning keeps best.pt by
 

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from selfmedmae.eval.plotting import save
+from selfmedmae.figures.plotting import save
 
 STYLE = {"mae": dict(color="tab:blue", marker="o", label="MAE pre-trained"),
          "scratch": dict(color="tab:grey", marker="s", label="from scratch")}

@@ -54,7 +54,7 @@ def machine() -> str:
 
     import torch
 
-    from selfmedmae.precision import resolve_precision
+    from selfmedmae.runtime.device import resolve_precision
 
     model, flags = platform.processor() or platform.machine(), set()
     try:

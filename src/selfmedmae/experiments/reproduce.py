@@ -32,7 +32,7 @@ from selfmedmae.config import config_from_dict, load_config, to_dict
 from selfmedmae.errors import UserError
 from selfmedmae.eval.evaluate import run as evaluate
 from selfmedmae.experiments.reproduce_table import write_tables
-from selfmedmae.train.distributed import cleanup, setup
+from selfmedmae.runtime.distributed import cleanup, setup
 
 DATASETS = ("btcv", "brats", "cxr14")
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # a source checkout's configs/

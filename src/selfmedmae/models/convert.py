@@ -165,7 +165,7 @@ def convert_state_dict(sd: State, source_format: str, overrides: dict[str, Any] 
         raise UserError(f"{src}: missing key {exc} for --from {source_format}") from None
     if opts:
         raise UserError(f"{src}: unknown option(s) for --from {source_format}: {', '.join(opts)}")
-    from selfmedmae.config.validate import check_heads
+    from selfmedmae.preflight import check_heads
 
     check_heads(args["encoder"]["embed_dim"], args["encoder"]["num_heads"], "num_heads")
     if "decoder_num_heads" in args:

@@ -14,9 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from selfmedmae.errors import UserError
-from selfmedmae.train.distributed import Dist, broadcast_flag, mean_across
-from selfmedmae.precision import Precision
-from selfmedmae.train.log import MetricsLog, Progress
+from selfmedmae.runtime.distributed import Dist, broadcast_flag, mean_across
+from selfmedmae.runtime.device import Precision
+from selfmedmae.runtime.log import MetricsLog, Progress
 from selfmedmae.train.rng import SeededDataset
 from selfmedmae.train.schedule import apply_lr, lr_at
 

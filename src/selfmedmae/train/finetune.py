@@ -17,9 +17,9 @@ from selfmedmae.models.checkpoint import atomic_save, native
 from selfmedmae.models.factory import build_model, model_args
 from selfmedmae.models.initialise import initialise
 from selfmedmae.train import lifecycle
-from selfmedmae.train.distributed import cleanup
-from selfmedmae.train.tasks import TASKS
-from selfmedmae.train.tb_images import overlay_panel
+from selfmedmae.runtime.distributed import cleanup
+from selfmedmae.tasks.registry import TASKS
+from selfmedmae.figures.tb_images import overlay_panel
 from selfmedmae.train.trainer import Trainer
 
 

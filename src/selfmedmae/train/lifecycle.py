@@ -18,13 +18,13 @@ from omegaconf import DictConfig
 from torch import nn
 
 from selfmedmae.config import save_config, to_dict
-from selfmedmae.config.validate import validate
+from selfmedmae.preflight import validate
 from selfmedmae.data.facade import Data, build
 from selfmedmae.errors import Stopped, Terminated, UserError
-from selfmedmae.precision import Precision, precision
-from selfmedmae.train.distributed import Dist, barrier, broadcast_flag, digests_across, setup
+from selfmedmae.runtime.device import Precision, precision
+from selfmedmae.runtime.distributed import Dist, barrier, broadcast_flag, digests_across, setup
 from selfmedmae.train.engine import DivergedError
-from selfmedmae.train.log import MetricsLog
+from selfmedmae.runtime.log import MetricsLog
 from selfmedmae.train.rng import seed_everything
 from selfmedmae.train.run_dir import RunLock, decide_resume, held_files
 from selfmedmae.train.state import resume_training_state

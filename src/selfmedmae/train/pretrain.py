@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from selfmedmae.models.checkpoint import save_model, unwrap
 from selfmedmae.models.factory import build_model, model_args
 from selfmedmae.train import lifecycle
-from selfmedmae.train.distributed import Dist, cleanup
+from selfmedmae.runtime.distributed import Dist, cleanup
 from selfmedmae.train.rng import mix
 from selfmedmae.train.trainer import Trainer
 from selfmedmae.train.visualize import ReconstructionFigure

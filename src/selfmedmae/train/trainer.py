@@ -18,10 +18,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfmedmae.config import to_dict
 from selfmedmae.models.checkpoint import unwrap
-from selfmedmae.train.distributed import barrier
+from selfmedmae.runtime.distributed import barrier
 from selfmedmae.train.engine import Loop, make_loader, plan, train_one_epoch
 from selfmedmae.train.lifecycle import Run, check_replicas, maybe_resume
-from selfmedmae.train.log import MetricsLog, Progress
+from selfmedmae.runtime.log import MetricsLog, Progress
 from selfmedmae.train.optim import build_optimizer
 from selfmedmae.train.schedule import scaled_lr
 from selfmedmae.train.state import save_training_state

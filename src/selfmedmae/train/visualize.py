@@ -9,7 +9,7 @@ import torch
 
 from selfmedmae.data.facade import Data
 from selfmedmae.errors import UserError
-from selfmedmae.eval.figures import plot_mae_reconstruction
+from selfmedmae.figures.curves import plot_mae_reconstruction
 from selfmedmae.models.mae import MAE
 
 

@@ -7,7 +7,7 @@ plain dict under ``"config"``; :func:`load_run` rebuilds both, applying ``key=va
 Device and precision. ``run.device`` in the saved config describes the machine the run was *trained* on, so
 it is used only when given again on the command line; otherwise the device is ``auto`` (the GPU when there
 is one). The precision is the run's ``run.precision`` resolved on this machine by the one policy of
-:mod:`selfmedmae.precision` (``auto``: bf16 on GPUs and on CPUs with native bf16, float32 on other CPUs,
+:mod:`selfmedmae.runtime.device` (``auto``: bf16 on GPUs and on CPUs with native bf16, float32 on other CPUs,
 where bf16 is emulated and about 10x slower for UNETR's 3D convolutions), so evaluation computes what
 validation computed on the same machine; fp16 falls back to ``auto`` off a GPU.
 
@@ -30,13 +30,13 @@ from omegaconf import DictConfig
 from torch import nn
 
 from selfmedmae.config import config_from_dict
-from selfmedmae.config.validate import validate
+from selfmedmae.preflight import validate
 from selfmedmae.errors import UserError
-from selfmedmae.eval.decide import probabilities
+from selfmedmae.inference.decide import probabilities
 from selfmedmae.models.checkpoint import load_state_dict_checked, read_native
 from selfmedmae.models.factory import build_model
-from selfmedmae.precision import Precision, precision
-from selfmedmae.train.log import progress_iter
+from selfmedmae.runtime.device import Precision, precision
+from selfmedmae.runtime.log import progress_iter
 
 KINDS = {"unetr": "segmentation", "classifier": "classification"}
 

@@ -22,9 +22,9 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from selfmedmae.errors import UserError
-from selfmedmae.eval.plotting import MASK_GREY, class_colour, save, to_numpy, window
-from selfmedmae.eval.overlay import plot_segmentation_overlay, segmentation_overlay_figure  # noqa: F401
-from selfmedmae.eval.auc import roc_auc, roc_curve
+from selfmedmae.figures.plotting import MASK_GREY, class_colour, save, to_numpy, window
+from selfmedmae.figures.overlay import plot_segmentation_overlay, segmentation_overlay_figure  # noqa: F401
+from selfmedmae.metrics.auc import roc_auc, roc_curve
 
 __all__ = ["plot_roc_curves", "plot_mae_reconstruction", "plot_learning_curves", "read_jsonl",
            "plot_segmentation_overlay", "segmentation_overlay_figure"]

@@ -10,7 +10,7 @@ from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 from torch.utils.data import DataLoader
 
-from selfmedmae.eval.validation import validate_classification, validate_segmentation
+from selfmedmae.tasks.validation import validate_classification, validate_segmentation
 from selfmedmae.train.lifecycle import Run
 
 

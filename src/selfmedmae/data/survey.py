@@ -1,6 +1,6 @@
 """What a user's folder holds, for ``init-config``: a few NIfTI headers and label maps (3D) or a CSV of
 images and its 0/1 class columns (2D), turned into suggested ``data.*`` / ``model.*`` values and notes
-(:class:`Scan`). :mod:`selfmedmae.config.starter` writes them as configs."""
+(:class:`Scan`). :mod:`selfmedmae.data.starter` writes them as configs."""
 from __future__ import annotations
 
 import csv

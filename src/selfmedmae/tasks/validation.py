@@ -1,8 +1,8 @@
 """Validation during fine-tuning, on the validation split only (the test split never chooses anything).
 
 It runs what ``evaluate`` runs: the same datasets (:meth:`selfmedmae.data.facade.Data.dataset`), the same
-sliding window and classifier pass (:mod:`selfmedmae.eval.inference`), the same per-case scores and means
-(:func:`score_volume`, :func:`~selfmedmae.eval.metrics.class_means`), so ``val_dice`` of a checkpoint equals
+sliding window and classifier pass (:mod:`selfmedmae.inference.forward`), the same per-case scores and means
+(:func:`score_volume`, :func:`~selfmedmae.metrics.dice.class_means`), so ``val_dice`` of a checkpoint equals
 the mean Dice ``evaluate`` reports for it on the same split and machine. Only HD95 is left out here (it
 costs more than the rest of a validation).
 """
@@ -15,14 +15,14 @@ import torch.distributed as dist
 from torch import nn
 
 from selfmedmae.data.formats import Labels
-from selfmedmae.eval.inference import classify_batches, sliding_window_logits
-from selfmedmae.eval.metrics import (CaseScores, class_means, mean_over, multilabel_auc, onehot_from_labelmap,
+from selfmedmae.inference.forward import classify_batches, sliding_window_logits
+from selfmedmae.metrics.dice import (CaseScores, class_means, mean_over, multilabel_auc, onehot_from_labelmap,
                                      onehot_from_logits, segmentation_scores)
 from selfmedmae.errors import UserError
-from selfmedmae.precision import Precision
-from selfmedmae.train.distributed import Dist
-from selfmedmae.train.log import progress_iter
-from selfmedmae.train.tb_images import slice_of
+from selfmedmae.runtime.device import Precision
+from selfmedmae.runtime.distributed import Dist
+from selfmedmae.runtime.log import progress_iter
+from selfmedmae.figures.tb_images import slice_of
 
 
 def score_volume(logits: torch.Tensor, label: torch.Tensor, labels: Labels, spacing: Sequence[float],

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from selfmedmae.eval.plotting import class_colour, save, to_numpy, window
+from selfmedmae.figures.plotting import class_colour, save, to_numpy, window
 
 
 def _masks(seg: Any, spatial: tuple[int, ...], multilabel: bool, n_classes: int | None) -> np.ndarray:

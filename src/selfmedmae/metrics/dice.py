@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance
 
-from selfmedmae.eval.decide import decide, probabilities
-from selfmedmae.eval.auc import multilabel_auc, roc_auc, roc_curve  # noqa: F401  (re-exported)
-from selfmedmae.eval.table import metrics_markdown
+from selfmedmae.inference.decide import decide, probabilities
+from selfmedmae.metrics.auc import multilabel_auc, roc_auc, roc_curve  # noqa: F401  (re-exported)
+from selfmedmae.metrics.table import metrics_markdown
 
 __all__ = ["BRATS_HD_PENALTY_MM", "CaseScores", "dice_scores", "class_means", "mean_over", "onehot_from_logits", "onehot_from_labelmap",
            "segmentation_scores", "summarize_segmentation", "write_metrics", "metrics_markdown", "roc_auc",
@@ -73,7 +73,7 @@ class CaseScores:
 
 
 def onehot_from_logits(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    """Binarise network outputs [B, C, *spatial] by the one rule of :mod:`selfmedmae.eval.decide`: argmax of the
+    """Binarise network outputs [B, C, *spatial] by the one rule of :mod:`selfmedmae.inference.decide`: argmax of the
     softmax + one-hot (label maps) or sigmoid > 0.5 (regions)."""
     decided = decide(probabilities(logits, multilabel), multilabel)
     return decided.to(torch.uint8) if multilabel else onehot_from_labelmap(decided, logits.shape[1])

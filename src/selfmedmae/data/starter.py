@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from selfmedmae.config.survey import Scan, _rel, scan_2d, scan_3d
+from selfmedmae.data.survey import Scan, _rel, scan_2d, scan_3d
 from selfmedmae.errors import UserError
 
 
