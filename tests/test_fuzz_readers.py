@@ -193,7 +193,7 @@ SPECIAL = st.sampled_from([0.0, -1.0, float("nan"), float("inf"), 1e30, -1e-30, 
        cut=st.none() | st.integers(0, 600))
 def test_fuzz_nifti_headers(files, kind, bytes_, floats, dims, cut):
     from selfmedmae.data.check import check_case
-    from selfmedmae.eval.inputs import check_volume
+    from selfmedmae.data.inputs import check_volume
 
     TRIED["NIfTI header"] = TRIED.get("NIfTI header", 0) + 1
     raw = bytearray(_valid_nifti(kind))
@@ -236,7 +236,7 @@ def _valid_png(mode: str, size: int) -> bytes:
 def test_fuzz_png(files, mode, size, mutations, cut):
     from selfmedmae.data.check_2d import inspect_image
     from selfmedmae.data.transforms_2d import preprocess
-    from selfmedmae.eval.inputs import check_image
+    from selfmedmae.data.inputs import check_image
 
     TRIED["PNG"] = TRIED.get("PNG", 0) + 1
     raw = bytearray(_valid_png(mode, size))

@@ -141,8 +141,8 @@ def test_every_shipped_config_passes_the_up_front_check(path, monkeypatch):
     import selfmedmae.preflight as config_check
     from selfmedmae.config import load_config
 
-    monkeypatch.setattr(config_check, "check_device", lambda *a, **k: None)  # a GPU config on this CPU
-    monkeypatch.setattr(config_check, "check_init", lambda cfg, **kwargs: None)
+    monkeypatch.setattr(config_check, "device_for", lambda *a, **k: torch.device("cpu"))  # a GPU config on this CPU
+    monkeypatch.setattr(config_check, "check_init", lambda *a, **kwargs: None)
     cfg = load_config(path)
     command = "check-data" if path.parent.name == "_data" else str(cfg.stage)
     config_check.validate(cfg, command)

@@ -15,20 +15,44 @@ from selfmedmae.errors import Stopped, UserError
 CONVERT_SOURCES = ("official-mae3d", "official-unetr3d", "mae2d", "vit2d")
 
 
-def _config_cmd(module: str, func: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from importlib import import_module
+def _pretrain(args: argparse.Namespace) -> int:
+    from selfmedmae.config import load_config
+    from selfmedmae.train import pretrain
 
-        from selfmedmae.config import load_config
+    return pretrain.run(load_config(args.config, args.overrides))
 
-        cfg = load_config(args.config, args.overrides)
-        if args.command == "check-data":  # the stages run the same check first thing (train/lifecycle.start)
-            from selfmedmae.preflight import validate
 
-            validate(cfg, "check-data")
-        return int(getattr(import_module(module), func)(cfg) or 0)
+def _finetune(args: argparse.Namespace) -> int:
+    from selfmedmae.config import load_config
+    from selfmedmae.train import finetune
 
-    return run
+    return finetune.run(load_config(args.config, args.overrides))
+
+
+MAX_WARNINGS = 10  # warnings check-data prints; problems are always all printed
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    """Every problem and 2, or the summary and 0: the check the stages run first thing (train/lifecycle)."""
+    from selfmedmae.config import load_config
+    from selfmedmae.data import build
+    from selfmedmae.preflight import validate
+
+    cfg = load_config(args.config, args.overrides)
+    validate(cfg, "check-data")
+    report = build(cfg.data).check(str(cfg.stage))
+    for warning in report.warnings[:MAX_WARNINGS]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if len(report.warnings) > MAX_WARNINGS:
+        print(f"warning: ... and {len(report.warnings) - MAX_WARNINGS} more warning(s)", file=sys.stderr)
+    if report.problems:
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        print(f"check-data: {len(report.problems)} problem(s) found", file=sys.stderr)
+        return 2
+    print("\n".join(report.summary))
+    print(f"check-data: OK ({len(report.warnings)} warning(s))")
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -159,9 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=10")
         p.set_defaults(handler=handler)
 
-    config_command("pretrain", "MAE self pre-training", _config_cmd("selfmedmae.train.pretrain", "run"))
-    config_command("finetune", "fine-tune a classifier or UNETR", _config_cmd("selfmedmae.train.finetune", "run"))
-    config_command("check-data", "check a dataset before a long run", _config_cmd("selfmedmae.data.check", "run"))
+    config_command("pretrain", "MAE self pre-training", _pretrain)
+    config_command("finetune", "fine-tune a classifier or UNETR", _finetune)
+    config_command("check-data", "check a dataset before a long run", _check_data)
 
     p = sub.add_parser("config", help="print the resolved config with the source of each value",
                        description="The config a stage would run with, one key per line, each with its source: "

@@ -7,6 +7,10 @@ class UserError(Exception):
     exit_code = 2
 
 
+class ConfigError(UserError):
+    """A config file, key or override that cannot be used; the message names the file or key."""
+
+
 class Stopped(UserError):
     """A run stopped on request (SIGINT / SIGTERM); the message says how to continue it."""
 

@@ -19,11 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from selfmedmae.config.sections import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
-from selfmedmae.errors import UserError
-
-
-class ConfigError(UserError):
-    """A config file or override that cannot be used; the message names the file or key."""
+from selfmedmae.config.overrides import parse_overrides
+from selfmedmae.config.rules import yaml_error_text
+from selfmedmae.errors import ConfigError
+from selfmedmae.runtime.device import PRECISIONS
 
 
 @dataclass
@@ -40,7 +39,6 @@ class Config:
 
 STAGES = ("pretrain", "finetune")
 TASKS = ("segmentation", "classification")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = None) -> DictConfig:
@@ -57,8 +55,6 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = Non
     try:
         node = OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends
-        from selfmedmae.preflight import yaml_error_text
-
         raise ConfigError(f"{path}: not valid YAML ({yaml_error_text(exc)})") from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level")
@@ -104,17 +100,15 @@ def _build(base: object, source: str | None, overrides: Sequence[str]) -> DictCo
     except OmegaConfBaseException as exc:
         raise _error(exc, source) from None
     try:
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"{item}: an override must look like key=value")
-            key, value = item.split("=", 1)
+        pairs = parse_overrides(overrides)
+        for key, value in pairs:
             if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
                 raise ConfigError(f"{key}: unknown config key")
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         raise _error(exc, None) from None
-    _check(cfg, source, [item.split("=", 1)[0] for item in overrides])
+    _check(cfg, source, [key for key, _ in pairs])
     return cfg
 
 

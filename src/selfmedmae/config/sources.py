@@ -14,6 +14,7 @@ from typing import Any, Iterator, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from selfmedmae.config import _read_yaml, load_config
+from selfmedmae.config.overrides import override_keys
 
 
 def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -49,7 +50,7 @@ def config_sources(path: str | os.PathLike | None, overrides: Sequence[str] = ()
     if path is not None:
         _read_yaml(Path(path), trail=trail)
     files = [(p, OmegaConf.to_container(node, resolve=False)) for p, node in trail]
-    overridden = [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
+    overridden = override_keys(overrides)
     sources = {}
     for key, _ in _leaves(OmegaConf.to_container(cfg, resolve=True)):
         source = "default"

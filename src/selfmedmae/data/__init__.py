@@ -12,13 +12,9 @@ from importlib import import_module
 _EXPORTS = {
     # the entry point of every command: data = build(cfg.data, run_dir)
     "build": "facade", "Data": "facade", "input_size": "facade", "FORMATS": "formats", "Labels": "formats",
-    # 3D volumes: MSD / BraTS / BTCV / CSV
-    "read_datalist": "splits", "split_cases": "splits", "cases_for": "splits", "write_splits": "splits",
+    # pieces of the 3D pipeline that users compose themselves
     "train_transforms": "transforms_3d", "eval_transforms": "transforms_3d", "invert_to_input": "transforms_3d",
-    "build_train_dataset": "loader", "build_eval_dataset": "loader",
-    "BratsRegionsd": "brats",
-    # the check (both halves)
-    "check_or_raise": "check", "DataReport": "findings",
+    "BratsRegionsd": "brats", "DataReport": "findings",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,19 +1,16 @@
 """``selfmedmae check-data``: find every problem of a dataset before a long run starts.
 
-:func:`check` reads the datalist (``dataset.json`` / CSV / BTCV names), the split, and every volume with
-nibabel, and returns a :class:`~selfmedmae.data.findings.DataReport` whose problems are one line each,
+:func:`check_3d` takes the scanned datalist (``dataset.json`` / CSV / BTCV names), the split, and reads every
+volume with nibabel; it returns a :class:`~selfmedmae.data.findings.DataReport` whose problems are one line each,
 ``"<file>: <problem>"``: a missing or unreadable file, a malformed ``dataset.json`` / CSV / split file, an
 empty split, image / label shape or affine mismatch, a channel count other than ``data.in_chans``, label
 values outside the declared labels, NaN / Inf voxels. A volume smaller than the crop (after resampling)
 is only a warning: it is padded. 2D formats (``cxr14``, ``csv`` with ``spatial_dims: 2``) are checked by
-``chestxray14.check`` / ``csv_2d.check``; :func:`check` picks by the table in :mod:`selfmedmae.data.formats`.
-
-:func:`run` is the CLI command (exit code 2 with every problem printed, else a summary and 0);
-:func:`check_or_raise` is the same check for the start of a training run.
+``chestxray14.check`` / ``csv_2d.check``. Commands reach both through :meth:`selfmedmae.data.facade.Data.check`,
+which picks by the table in :mod:`selfmedmae.data.formats`.
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,10 +22,9 @@ import numpy as np
 
 from selfmedmae.data.findings import DataReport, Lines
 from selfmedmae.data.selection import label_count, pretrain_items
-from selfmedmae.data.splits import READ, read_datalist, read_extra_unlabelled, split_ids
+from selfmedmae.data.splits import split_ids
 from selfmedmae.errors import UserError
 
-MAX_WARNINGS = 10  # printed; problems are always all printed
 AFFINE_ATOL = 1e-3  # mm; image and label affines must agree to this
 
 
@@ -188,12 +184,11 @@ def _stage_summary(data_cfg, datalist, splits: dict, extra) -> List[str]:
     return lines
 
 
-def check_3d(data_cfg, stage: str = "finetune", datalist=None, extra=READ) -> DataReport:
-    """Check a 3D dataset (msd, brats, btcv, csv with spatial_dims 3). ``stage="pretrain"`` needs no
-    labelled case: unlabelled images alone are enough. ``datalist`` / ``extra``: already read (the
-    :class:`~selfmedmae.data.facade.Data` of the command), else read here."""
+def check_3d(data_cfg, stage: str, datalist, extra) -> DataReport:
+    """Check a 3D dataset (msd, brats, btcv, csv with spatial_dims 3) from its scan (the ``datalist`` and
+    ``data.extra_unlabelled``, read once by the :class:`~selfmedmae.data.facade.Data` of the command).
+    ``stage="pretrain"`` needs no labelled case: unlabelled images alone are enough."""
     report = DataReport()
-    datalist = datalist or read_datalist(data_cfg)
     report.problems += datalist.problems
     report.warnings += datalist.warnings
     if datalist.channels is not None and datalist.channels != data_cfg.in_chans:
@@ -209,7 +204,6 @@ def check_3d(data_cfg, stage: str = "finetune", datalist=None, extra=READ) -> Da
             problems = needed
         report.problems += problems
     items = datalist.cases + datalist.unlabelled
-    extra = read_extra_unlabelled(data_cfg) if extra is READ else extra
     if extra is not None:
         report.problems += extra.problems
         items += extra.unlabelled
@@ -241,39 +235,3 @@ def check_3d(data_cfg, stage: str = "finetune", datalist=None, extra=READ) -> Da
         report.summary.append("label voxels: " + "; ".join(
             f"{v}{' (' + names[v] + ')' if 0 <= v < len(names) else ''}: {counts[v]:,}" for v in sorted(counts)))
     return report
-
-
-def check(cfg) -> DataReport:
-    """The check of a run config or of its ``data`` section, by the format's entry in
-    :data:`~selfmedmae.data.formats.FORMATS` (the stage comes from the run config: pre-training needs no
-    labelled case)."""
-    from selfmedmae.data.facade import build
-
-    data_cfg = cfg.data if hasattr(cfg, "data") else cfg
-    stage = str(getattr(cfg, "stage", "finetune")) if hasattr(cfg, "data") else "finetune"
-    return build(data_cfg).check(stage)
-
-
-def check_or_raise(cfg) -> DataReport:
-    """The check at the start of a run: raises UserError listing every problem, one per line."""
-    report = check(cfg)
-    if report.problems:
-        raise UserError("data check failed:\n" + "\n".join(report.problems))
-    return report
-
-
-def run(cfg) -> int:
-    """``selfmedmae check-data CONFIG``: print every problem and return 2, or the summary and 0."""
-    report = check(cfg)
-    for warning in report.warnings[:MAX_WARNINGS]:
-        print(f"warning: {warning}", file=sys.stderr)
-    if len(report.warnings) > MAX_WARNINGS:
-        print(f"warning: ... and {len(report.warnings) - MAX_WARNINGS} more warning(s)", file=sys.stderr)
-    if report.problems:
-        for problem in report.problems:
-            print(problem, file=sys.stderr)
-        print(f"check-data: {len(report.problems)} problem(s) found", file=sys.stderr)
-        return 2
-    print("\n".join(report.summary))
-    print(f"check-data: OK ({len(report.warnings)} warning(s))")
-    return 0

@@ -5,6 +5,7 @@ Used by ``chestxray14.check`` and ``csv_2d.check``; each problem is one line nam
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple
 
@@ -13,6 +14,8 @@ from PIL import Image
 
 from selfmedmae.data.dataset_2d import Record2D
 from selfmedmae.data.findings import DataReport
+from selfmedmae.data.settings import common_settings, image_settings
+from selfmedmae.errors import ConfigError
 
 
 def inspect_image(path: str) -> Tuple[Optional[str], Optional[str]]:
@@ -72,16 +75,14 @@ def label_counts(records: Sequence[Record2D], classes: Sequence[str], none_name:
 
 
 def config_problems_2d(data_cfg, report) -> None:
-    """Config values no 2D reader can work with, as 'data.<key>: problem' lines."""
-    if int(data_cfg.spatial_dims) != 2:
-        report.problems.append(f"data.spatial_dims: format {data_cfg.format} is 2D, got {data_cfg.spatial_dims}")
-    if int(data_cfg.in_chans) not in (1, 3):
-        report.problems.append(f"data.in_chans: must be 1 (grey) or 3 (grey repeated), got {data_cfg.in_chans}")
-    if int(data_cfg.crop_size) > int(data_cfg.image_size):
-        report.problems.append(f"data.crop_size: {data_cfg.crop_size} is larger than "
-                               f"data.image_size {data_cfg.image_size}")
-    if str(data_cfg.cache) not in ("memory", "disk", "none"):
-        report.problems.append(f"data.cache: {data_cfg.cache!r} is not one of memory, disk, none")
+    """The data.* rules of images (:mod:`selfmedmae.data.settings`) as a problem line, for a scan made
+    without the up-front check."""
+    cfg = SimpleNamespace(data=data_cfg)
+    try:
+        common_settings(cfg)
+        image_settings(cfg)
+    except ConfigError as exc:
+        report.problems.append(str(exc))
 
 
 def class_balance_warnings(splits, classes: Sequence[str], source: str, report: DataReport) -> None:

@@ -49,6 +49,8 @@ class Cxr14Scan:
     csv_path: Optional[Path] = None
     splits: Dict[str, List[Record2D]] = field(default_factory=dict)  # train, val, test, train_val, all
     report: DataReport = field(default_factory=DataReport)
+    split_rule: str = ("test_list.txt is test; val = the seeded rule over the patients of train_val_list.txt "
+                       "(data.val_fraction, data.split_seed)")
 
 
 def parse_labels(cell: str, classes) -> Tuple[Optional[np.ndarray], Optional[str]]:

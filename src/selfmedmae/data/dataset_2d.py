@@ -1,11 +1,7 @@
 """The 2D image dataset shared by ChestX-ray14 and the user's CSV: records, a shared preprocessing cache,
 the torch Dataset, the seeded group split, and the selection of each split's records.
 
-    train = build_2d_dataset(cfg.data, "train")    # random crops + flips (commands: data.build(...).dataset)
-    val = build_2d_dataset(cfg.data, "val")        # centre crops; "test" only for the final evaluation
-    num_classes = len(classes_2d(cfg.data))
-
-An item is ``{"image": float32 [C, crop, crop], "label": float32 [K] 0/1, "id": str}`` ("label" only when
+Commands reach it through :func:`selfmedmae.data.build` (``data.dataset("train", train=True)``). An item is ``{"image": float32 [C, crop, crop], "label": float32 [K] 0/1, "id": str}`` ("label" only when
 every record has one, e.g. not for an unlabelled CSV). A batch from the default collate is
 ``{"image": [B, C, crop, crop], "label": [B, K], "id": list of B str}``.
 
@@ -24,7 +20,6 @@ import shutil
 import tempfile
 import weakref
 from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -33,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from selfmedmae.data.selection import label_subset, selection_problems, subset_rule
-from selfmedmae.data.splits import seeded_split
+from selfmedmae.data.splits import seeded_split, splits_record
 from selfmedmae.data.transforms_2d import crop_transform, preprocess
 from selfmedmae.errors import UserError
 
@@ -153,36 +148,6 @@ class Image2DDataset(Dataset):
         return item
 
 
-def is_train(split: str, train: Optional[bool] = None) -> bool:
-    """Random crop + flip and shuffling: as asked, else for the splits a model learns from."""
-    return split in ("train", "train_val", "pretrain") if train is None else bool(train)
-
-
-def _format_module(data_cfg):
-    fmt = str(data_cfg.format)
-    name = {"cxr14": "chestxray14", "csv": "csv_2d"}.get(fmt)
-    if name is None:
-        raise UserError(f"data.format: {fmt!r} has no 2D reader (2D formats: cxr14, csv)")
-    return import_module(f"selfmedmae.data.{name}")
-
-
-def build_2d_dataset(data_cfg, split: str, *, train: Optional[bool] = None,
-                     cache_dir: Optional[str] = None) -> Image2DDataset:
-    """The dataset of one split (train, val, test, train_val, all, pretrain) of a 2D format (cxr14 or csv).
-
-    ``train`` is fine-tuning's: the whole train split, or its seeded subset (``data.label_fraction``,
-    ``data.max_labelled``, :mod:`selfmedmae.data.selection`). ``pretrain`` is MAE pre-training's: the whole
-    train split (``data.pretrain_on=train``) or every image (``all``). ``train`` (the argument) picks the
-    random crop + flip (default: for "train", "train_val" and "pretrain", the splits a model learns from),
-    else the centre crop. Raises :class:`UserError` naming the first problem when the data is not usable.
-    """
-    module = _format_module(data_cfg)
-    if split not in module.SPLITS + ("pretrain",):
-        raise ValueError(f"split must be one of {module.SPLITS + ('pretrain',)}, got {split!r}")
-    records = select_records(module.scan(data_cfg), data_cfg)[split]
-    return Image2DDataset(records, data_cfg, train=is_train(split, train), cache_dir=cache_dir)
-
-
 def select_records(scanned, data_cfg) -> Dict[str, List[Record2D]]:
     """The scan's splits with ``train`` = fine-tuning's subset, ``train_pool`` = the whole train split and
     ``pretrain`` = pre-training's images. Raises :class:`UserError` on a problem of the data or settings."""
@@ -199,22 +164,12 @@ def select_records(scanned, data_cfg) -> Dict[str, List[Record2D]]:
     return out
 
 
-def split_ids_2d(data_cfg, scanned=None) -> Dict[str, List[str]]:
-    """{"train", "val", "test": ids}: which images fell where (no dataset or cache built); with a label
-    subset also ``train_pool`` and the ``label_subset`` rule. ``scanned``: the format's scan, if made."""
-    scanned = scanned if scanned is not None else _format_module(data_cfg).scan(data_cfg)
+def splits_record_2d(data_cfg, scanned) -> dict:
+    """The ``splits.json`` record (:func:`selfmedmae.data.splits.splits_record`) of a 2D format's scan."""
     splits = select_records(scanned, data_cfg)
-    out: Dict = {name: [r.id for r in splits.get(name, [])] for name in ("train", "val", "test")}
-    rule = subset_rule(data_cfg)
-    if rule is not None:
-        out["train_pool"] = [r.id for r in splits["train_pool"]]
-        out["label_subset"] = rule
-    return out
-
-
-def classes_2d(data_cfg) -> List[str]:
-    """Class names of a 2D format, in the order of the label vectors (the classifier head's outputs)."""
-    return list(_format_module(data_cfg).class_names(data_cfg))
+    parts = {name: [(r.id, r.path) for r in splits.get(name, [])] for name in ("train", "val", "test", "train_pool")}
+    rule = scanned.split_rule
+    return splits_record(rule, str(data_cfg.root), parts, subset_rule(data_cfg))
 
 
 def raise_if_problems(report, hint: str = "run `selfmedmae check-data` to list them all") -> None:

@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from selfmedmae.data.findings import Lines
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
-
+from selfmedmae.data.suffixes import VOLUME_SUFFIXES, strip_suffix
 
 @dataclass
 class Datalist:
@@ -52,10 +50,8 @@ class Datalist:
 def case_id(path: str | os.PathLike) -> str:
     """``.../imagesTr/hippocampus_001.nii.gz`` -> ``hippocampus_001``."""
     name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
+    stripped = strip_suffix(name, VOLUME_SUFFIXES)
+    return stripped if stripped != name else Path(name).stem
 
 
 def resolve(root: Path, item: str) -> str:

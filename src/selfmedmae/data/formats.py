@@ -21,14 +21,17 @@ project's 2-core CPU (under load). The commands import the models, and with them
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from selfmedmae.config.rules import _choice, _err
+import torch
+
+from selfmedmae.config.rules import choice, err
 from selfmedmae.data.findings import DataReport
 from selfmedmae.data.settings import common_settings, image_input, image_settings, volume_input, volume_settings
+from selfmedmae.data.suffixes import IMAGE_SUFFIXES, VOLUME_SUFFIXES
 from selfmedmae.errors import UserError
 
 
@@ -37,11 +40,15 @@ SUBSET_NAME = "8 organs"  # the BTCV subset the paper reports (TransUNet protoco
 
 @dataclass
 class Labels:
-    """What a model head, its loss and its metrics need to know of the classes."""
+    """What a model head, its loss, its metrics and the files ``predict`` writes need to know of the classes.
+    Fine-tuning checkpoints carry it (:meth:`to_dict`), so evaluation and prediction know the classes without
+    the training data."""
 
     names: List[str]  # by output channel (3D label maps: background first)
     multilabel: bool  # sigmoid per channel (BraTS regions, ChestX-ray14 findings) or softmax over classes
     subsets: Dict[str, List[str]] = field(default_factory=dict)  # reported means over some classes: BTCV's 8 organs
+    map_names: Optional[List[str]] = None  # names of the values 1.. of a written label map; None: names[1:]
+    hd_penalty: Optional[float] = None  # HD95 when one mask is empty (BraTS's); None: the volume's diagonal
 
     @property
     def scored(self) -> List[str]:
@@ -51,6 +58,25 @@ class Labels:
     @property
     def out_channels(self) -> int:
         return len(self.names)
+
+    @property
+    def written(self) -> List[str]:
+        """Names of the label values 1, 2, ... of the label maps ``predict`` writes."""
+        return list(self.map_names) if self.map_names is not None else list(self.names[1:])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Labels":
+        return cls(**{k: d[k] for k in ("names", "multilabel", "subsets", "map_names", "hd_penalty") if k in d})
+
+    @classmethod
+    def generic(cls, n: int, multilabel: bool) -> "Labels":
+        """Names when nothing tells them: ``class 1`` ... (label maps: ``background`` first)."""
+        names = [f"class {i}" for i in range(1, n + 1)] if multilabel else \
+            ["background"] + [f"class {i}" for i in range(1, n)]
+        return cls(names, multilabel)
 
 
 @dataclass
@@ -83,6 +109,8 @@ class Volumes:
     spatial_dims = 3
     task = "segmentation"
     input_key = "data.roi_size"
+    multilabel = False  # one softmax over the classes of a label map
+    suffixes = VOLUME_SUFFIXES
 
     check_settings = staticmethod(volume_settings)  # data.* rules of volumes (data/settings.py)
     input_shape = staticmethod(volume_input)
@@ -93,7 +121,7 @@ class Volumes:
     def scan(self, data_cfg) -> VolumeScan:
         from selfmedmae.data.splits import read_datalist, read_extra_unlabelled
 
-        return VolumeScan(read_datalist(data_cfg), read_extra_unlabelled(data_cfg))
+        return VolumeScan(read_datalist(data_cfg, self.reader), read_extra_unlabelled(data_cfg))
 
     def check(self, data_cfg, scan: VolumeScan, stage: str) -> DataReport:
         from selfmedmae.data.check import check_3d
@@ -101,10 +129,6 @@ class Volumes:
         return check_3d(data_cfg, stage, scan.datalist, scan.extra)
 
     def labels(self, data_cfg, scan: VolumeScan) -> Labels:
-        if self.name == "brats":
-            from selfmedmae.data.brats import REGIONS
-
-            return Labels(list(REGIONS), True)
         names = scan.datalist.labels
         if not names:
             raise UserError(f"{data_cfg.root}: the label names are unknown; set data.labels (background first)")
@@ -136,7 +160,7 @@ class Volumes:
     def write_splits(self, run_dir: Path, data_cfg, scan: VolumeScan, stage: str) -> None:
         from selfmedmae.data.splits import write_splits
 
-        write_splits(run_dir, data_cfg, stage=stage, datalist=scan.datalist, extra=scan.extra)
+        write_splits(run_dir, data_cfg, scan.datalist, scan.extra, stage)
 
     def dataset(self, data_cfg, items, train: bool, stage: str, cache_dir: str, labelled: bool = True):
         from selfmedmae.data.loader import eval_dataset, train_dataset
@@ -144,6 +168,28 @@ class Volumes:
         if train:
             return train_dataset(data_cfg, items, stage, cache_dir)
         return eval_dataset(data_cfg, items, cache_dir, labelled)
+
+    def label_map(self, decided, data_cfg):
+        """The label map [1, *S] uint8 ``predict`` writes, from the decided output [*S] (the argmax)."""
+        return decided[None].to(torch.uint8)
+
+
+class BratsVolumes(Volumes):
+    """MSD BraTS: the model predicts the overlapping regions TC / WT / ET (one sigmoid each); ``predict``
+    writes them back as the MSD label map they came from (:mod:`selfmedmae.data.brats`)."""
+
+    multilabel = True
+
+    def labels(self, data_cfg, scan: Optional[VolumeScan] = None) -> Labels:
+        from selfmedmae.data.brats import BRATS_HD_PENALTY_MM, MSD_LABELS, REGIONS
+
+        return Labels(list(REGIONS), True, map_names=list(MSD_LABELS[1:]), hd_penalty=BRATS_HD_PENALTY_MM)
+
+    def label_map(self, decided, data_cfg):
+        """Regions [3, *S] (bool) -> the MSD label map [1, *S] uint8."""
+        from selfmedmae.data.brats import regions_to_labels
+
+        return regions_to_labels(decided, int(data_cfg.brats_et_label))
 
 
 class Images:
@@ -153,6 +199,8 @@ class Images:
     spatial_dims = 2
     task = "classification"
     input_key = "data.crop_size"
+    multilabel = True  # one sigmoid per finding
+    suffixes = IMAGE_SUFFIXES
 
     check_settings = staticmethod(image_settings)  # data.* rules of images (data/settings.py)
     input_shape = staticmethod(image_input)
@@ -181,9 +229,10 @@ class Images:
         return select_records(scan, data_cfg)
 
     def write_splits(self, run_dir: Path, data_cfg, scan, stage: str) -> None:
-        from selfmedmae.data.dataset_2d import split_ids_2d
+        from selfmedmae.data.dataset_2d import splits_record_2d
+        from selfmedmae.data.splits import save_splits
 
-        (Path(run_dir) / "splits.json").write_text(json.dumps(split_ids_2d(data_cfg, scan), indent=1))
+        save_splits(run_dir, splits_record_2d(data_cfg, scan))
 
     def dataset(self, data_cfg, items, train: bool, stage: str, cache_dir: Optional[str], labelled: bool = True):
         from selfmedmae.data.dataset_2d import Image2DDataset
@@ -193,7 +242,7 @@ class Images:
 
 FORMATS = {
     ("msd", 3): Volumes("msd", _read_msd),
-    ("brats", 3): Volumes("brats", _read_msd),
+    ("brats", 3): BratsVolumes("brats", _read_msd),
     ("btcv", 3): Volumes("btcv", _read_btcv),
     ("csv", 3): Volumes("csv", _read_csv),
     ("cxr14", 2): Images("cxr14", "selfmedmae.data.chestxray14"),
@@ -214,20 +263,15 @@ def format_of(data_cfg):
     raise UserError(f"data.format: {key[0]!r} is not one of {', '.join(names)}")
 
 
-def volume_reader(name: str) -> Optional[Callable[[Any], Any]]:
-    fmt = FORMATS.get((name, 3))
-    return fmt.reader if fmt is not None else None
-
-
 def check_data_settings(cfg: Any) -> None:
     """Every data.* value of a run config, by the rules of its format; a one-line ConfigError naming the key."""
-    _choice(cfg, "data.format", tuple(sorted({name for name, _ in FORMATS})))
-    _choice(cfg, "data.spatial_dims", tuple(sorted({dims for _, dims in FORMATS})))
+    choice(cfg, "data.format", tuple(sorted({name for name, _ in FORMATS})))
+    choice(cfg, "data.spatial_dims", tuple(sorted({dims for _, dims in FORMATS})))
     try:
         fmt = format_of(cfg.data)
     except UserError as exc:
         key, _, text = str(exc).partition(": ")
-        raise _err(key, text) from None
+        raise err(key, text) from None
     common_settings(cfg)
     fmt.check_settings(cfg)
 
@@ -236,7 +280,7 @@ def check_task(cfg: Any) -> None:
     """Fine-tuning's ``task`` must be the one the data serve (volumes: segmentation, images: classification)."""
     fmt = format_of(cfg.data)
     if cfg.task != fmt.task:
-        raise _err("task", f"{cfg.task} fine-tuning does not take data.format={cfg.data.format} with "
+        raise err("task", f"{cfg.task} fine-tuning does not take data.format={cfg.data.format} with "
                            f"data.spatial_dims={cfg.data.spatial_dims} ({fmt.task} data)")
 
 

@@ -8,10 +8,7 @@ in ``data.num_workers`` worker processes. ``list_data_collate`` flattens the ``n
 each volume, so a batch of ``batch_size`` volumes holds ``batch_size * num_samples`` crops.
 
 Commands reach these through :func:`selfmedmae.data.build` (one scan of the datalist); the training
-loader is the engine's (:func:`selfmedmae.train.engine.make_loader`). Directly, with a run config ``cfg``::
-
-    train = build_train_dataset(cfg, mode="finetune")     # or "pretrain"; items: lists of crops
-    val = build_eval_dataset(cfg, split="val")             # whole volumes, one at a time
+loader is the engine's (:func:`selfmedmae.train.engine.make_loader`).
 """
 from __future__ import annotations
 
@@ -22,11 +19,10 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import json_hashing
 from torch.utils.data import ConcatDataset
 
-from selfmedmae.data.splits import cases_for, pretrain_cases
+from selfmedmae.data.settings import CACHES
 from selfmedmae.data.transforms_3d import eval_transforms, train_transforms
 from selfmedmae.errors import UserError
 
-CACHE_MODES = ("memory", "disk", "none")
 
 
 def make_dataset(items: List[dict], transform, data_cfg, cache_dir: Optional[str] = None, cache_rate: float = 1.0,
@@ -49,11 +45,7 @@ def make_dataset(items: List[dict], transform, data_cfg, cache_dir: Optional[str
         return PersistentDataset(items, transform, cache_dir=cache_dir, hash_transform=json_hashing)
     if mode == "none":
         return Dataset(items, transform)
-    raise UserError(f"data.cache: {mode!r} is not one of {', '.join(CACHE_MODES)}")
-
-
-def _cache_dir(cfg) -> str:
-    return cfg.data.cache_dir or str(Path(cfg.run.dir) / "cache")
+    raise UserError(f"data.cache: {mode!r} is not one of {', '.join(CACHES)}")
 
 
 def train_dataset(data_cfg, items: List[dict], stage: str, cache_dir: Optional[str]):
@@ -72,34 +64,9 @@ def train_dataset(data_cfg, items: List[dict], stage: str, cache_dir: Optional[s
 
 
 def eval_dataset(data_cfg, items: List[dict], cache_dir: Optional[str], with_label: bool = True):
-    """Whole preprocessed volumes of ``items`` for sliding-window inference (see :func:`build_eval_dataset`)."""
+    """Whole preprocessed volumes of ``items`` for sliding-window inference: ``image`` [C, *S] float32
+    MetaTensor, ``label`` [1, *S] int64 (or [3, *S] float32 regions), ``id``. Invert a prediction with
+    ``transforms_3d.invert_to_input(pred, item, dataset.transform)``."""
     if not with_label:
         items = [{k: v for k, v in item.items() if k != "label"} for item in items]
     return make_dataset(items, eval_transforms(data_cfg, with_label), data_cfg, cache_dir)
-
-
-def build_train_dataset(cfg, mode: str = "finetune", split: str = "train"):
-    """The training dataset: one item per volume, a list of ``num_samples`` crops each.
-
-    Fine-tuning: the labelled cases of ``split``. Pre-training: every image of
-    :func:`~selfmedmae.data.splits.pretrain_cases` (``split`` unused): the labelled ones with label-guided
-    crop centres, the unlabelled ones (CSV rows without a label, MSD ``test``, ``data.extra_unlabelled``)
-    with uniform random crops. Commands go through :func:`selfmedmae.data.build`, which scans once.
-    """
-    if mode != "pretrain":
-        items = cases_for(cfg.data, split)
-    else:
-        labelled, unlabelled = pretrain_cases(cfg.data)
-        items = labelled + unlabelled
-    return train_dataset(cfg.data, items, mode, _cache_dir(cfg))
-
-
-def build_eval_dataset(cfg, split: str = "val", *, with_label: bool = True, rank: int = 0, world_size: int = 1):
-    """Whole preprocessed volumes of ``split`` (``val`` | ``test`` | ``all``) for sliding-window inference.
-
-    Items: ``image`` [C, *S] float32 MetaTensor, ``label`` [1, *S] int64 (or [3, *S] float32 regions),
-    ``id``. With ``world_size > 1`` each rank gets ``items[rank::world_size]`` (no padding duplicates, so
-    metrics are not biased). Invert a prediction with ``transforms_3d.invert_to_input(pred, item,
-    dataset.transform)``.
-    """
-    return eval_dataset(cfg.data, cases_for(cfg.data, split)[rank::world_size], _cache_dir(cfg), with_label)

@@ -19,7 +19,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from selfmedmae.data.decathlon import NIFTI_SUFFIXES, Datalist, case_id, check_unique
+from selfmedmae.data.decathlon import Datalist, case_id, check_unique
+from selfmedmae.data.suffixes import VOLUME_SUFFIXES, has_suffix
 
 PRETRAIN_ON = ("train", "all")
 GLOB_CHARS = "*?["
@@ -71,7 +72,7 @@ def subset_rule(data_cfg) -> Optional[str]:
 
 def is_image_file(path: Path) -> bool:
     """A volume file by its suffix; hidden files (macOS ``._*`` junk) are not."""
-    return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(NIFTI_SUFFIXES)
+    return path.is_file() and not path.name.startswith(".") and has_suffix(path, VOLUME_SUFFIXES)
 
 
 def folder_images(root: Path, pattern: str) -> Datalist:
@@ -89,7 +90,7 @@ def folder_images(root: Path, pattern: str) -> Datalist:
         return out
     paths = sorted(p for p in paths if is_image_file(p))
     if not paths:
-        out.problems.append(f"{where}: data.extra_unlabelled finds no image files ({', '.join(NIFTI_SUFFIXES)})")
+        out.problems.append(f"{where}: data.extra_unlabelled finds no image files ({', '.join(VOLUME_SUFFIXES)})")
     out.unlabelled = [{"id": case_id(p), "image": str(p)} for p in paths]
     check_unique(out.unlabelled, where, out.problems)
     return out

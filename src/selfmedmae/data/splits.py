@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -33,18 +33,13 @@ from selfmedmae.data.selection import folder_images, label_subset, pretrain_item
 from selfmedmae.errors import UserError
 
 SPLITS = ("train", "val", "test")
-FORMATS_3D = ("msd", "brats", "btcv", "csv")
+SPLITS_SCHEMA = 2  # 1: before 2D and 3D shared it (2D files had no rule, root or images)
 
 
-def read_datalist(data_cfg) -> Datalist:
-    """The cases of ``data_cfg`` (a DataConfig) for the 3D formats, read by the format's reader in
-    :data:`selfmedmae.data.formats.FORMATS`; problems are collected, not raised. Commands read it once,
+def read_datalist(data_cfg, reader: Callable[[Any], Datalist]) -> Datalist:
+    """The cases of ``data_cfg`` (a DataConfig) for the 3D formats, read by ``reader`` (the format's, from
+    :data:`selfmedmae.data.formats.FORMATS`); problems are collected, not raised. Commands read it once,
     through :func:`selfmedmae.data.build`."""
-    from selfmedmae.data.formats import volume_reader
-
-    reader = volume_reader(str(data_cfg.format))
-    if reader is None:
-        raise UserError(f"data.format: {data_cfg.format!r} is not a 3D format ({', '.join(FORMATS_3D)})")
     out = reader(data_cfg)
     if data_cfg.labels:  # the config's class names win over the file's
         out.labels = list(data_cfg.labels)
@@ -149,11 +144,10 @@ def split_ids(data_cfg, datalist: Datalist, require: bool = True) -> Tuple[Dict[
     return splits, problems
 
 
-def split_cases(data_cfg, datalist: Optional[Datalist] = None) -> Dict[str, List[dict]]:
+def split_cases(data_cfg, datalist: Datalist) -> Dict[str, List[dict]]:
     """``{"train", "val", "test", "all", "train_pool"}`` -> case dicts. ``train`` is fine-tuning's subset of
     ``train_pool`` (the whole train split unless ``data.label_fraction`` / ``data.max_labelled`` are set).
     Raises UserError listing every problem."""
-    datalist = datalist or read_datalist(data_cfg)
     ids, problems = split_ids(data_cfg, datalist)
     problems = datalist.problems + problems
     if problems:
@@ -167,15 +161,10 @@ def split_cases(data_cfg, datalist: Optional[Datalist] = None) -> Dict[str, List
     return out
 
 
-READ = "read"  # the default of ``extra`` arguments: read data.extra_unlabelled here
-
-
-def pretrain_cases(data_cfg, datalist: Optional[Datalist] = None, extra=READ) -> Tuple[List[dict], List[dict]]:
+def pretrain_cases(data_cfg, datalist: Datalist, extra: Optional[Datalist]) -> Tuple[List[dict], List[dict]]:
     """(labelled cases, unlabelled images) of pre-training (:func:`selection.pretrain_items`): no labelled
     case is needed. ``datalist`` / ``extra``: already read (else read here). Raises UserError listing every
     problem, or when there is no image at all."""
-    datalist = datalist or read_datalist(data_cfg)
-    extra = read_extra_unlabelled(data_cfg) if extra is READ else extra
     ids, problems = split_ids(data_cfg, datalist, require=False)
     problems = datalist.problems + (extra.problems if extra is not None else []) + problems
     if problems:
@@ -185,14 +174,6 @@ def pretrain_cases(data_cfg, datalist: Optional[Datalist] = None, extra=READ) ->
         raise UserError(f"{datalist.source}: no images for pre-training (no labelled train case, no unlabelled "
                         "image; data.extra_unlabelled can add a folder of images)")
     return labelled, unlabelled
-
-
-def cases_for(data_cfg, split: str, datalist: Optional[Datalist] = None) -> List[dict]:
-    """The case dicts of one split: ``train`` (fine-tuning's, see :func:`split_cases`) | ``val`` | ``test`` |
-    ``all`` | ``train_pool``."""
-    if split not in SPLITS + ("all", "train_pool"):
-        raise UserError(f"split: {split!r} is not one of {', '.join(SPLITS + ('all',))}")
-    return split_cases(data_cfg, datalist)[split]
 
 
 def rule_text(data_cfg) -> str:
@@ -205,33 +186,48 @@ def rule_text(data_cfg) -> str:
             f"test_fraction={data_cfg.test_fraction} test, next val_fraction={data_cfg.val_fraction} val")
 
 
-def write_splits(run_dir: str | os.PathLike, data_cfg, splits: Optional[Dict[str, List[dict]]] = None,
-                 stage: str = "finetune", datalist: Optional[Datalist] = None, extra=READ) -> Path:
-    """Write ``<run_dir>/splits.json``: the rule and the case ids (and image paths) of each split.
+def splits_record(rule: str, root: str, parts: Dict[str, List[Tuple[str, str]]], subset: Optional[str] = None,
+                  **extra) -> dict:
+    """The ``splits.json`` of every format, 2D and 3D: ``rule`` (how the split was made), ``root``, the ids of
+    ``train`` / ``val`` / ``test`` (``train`` is what fine-tuning trains on), with a label subset also
+    ``train_pool`` (the whole train split) and ``label_subset`` (the rule), ``images`` (id -> image path), and
+    ``extra`` (pre-training: ``pretrain_on``, ``pretrain_labelled``, ``pretrain_unlabelled``).
+    ``parts`` maps a split name to its (id, image path) pairs."""
+    record: dict = {"schema": SPLITS_SCHEMA, "rule": rule, "root": root}
+    for name in SPLITS:
+        record[name] = [i for i, _ in parts.get(name, [])]
+    if subset is not None:
+        record["train_pool"] = [i for i, _ in parts.get("train_pool", [])]
+        record["label_subset"] = subset
+    record.update(extra)
+    record["images"] = {i: path for name in SPLITS + ("train_pool",) for i, path in parts.get(name, [])}
+    return record
 
-    Fine-tuning with a label subset adds ``train_pool`` (the whole train split) and ``label_subset`` (the
-    rule); ``train`` is what it trains on. Pre-training records ``pretrain_labelled`` and
-    ``pretrain_unlabelled``: every image it sees.
-    """
-    record = {"rule": rule_text(data_cfg), "root": str(data_cfg.root)}
+
+def save_splits(run_dir: str | os.PathLike, record: dict) -> Path:
+    """``<run_dir>/splits.json`` (through a temporary file: a reader never sees half of it)."""
+    path = Path(run_dir) / "splits.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_splits(run_dir: str | os.PathLike, data_cfg, datalist: Datalist, extra: Optional[Datalist],
+                 stage: str = "finetune") -> Path:
+    """Write ``<run_dir>/splits.json`` of a 3D dataset (:func:`splits_record`). Pre-training records
+    ``pretrain_labelled`` and ``pretrain_unlabelled``: every image it sees."""
+    more: dict = {}
     if stage == "pretrain":
-        datalist = datalist or read_datalist(data_cfg)
         labelled, unlabelled = pretrain_cases(data_cfg, datalist, extra)
         ids, _ = split_ids(data_cfg, datalist, require=False)
         by_id = {c["id"]: c for c in datalist.cases}
         splits = {name: [by_id[i] for i in ids[name]] for name in SPLITS}
-        record["pretrain_on"] = str(data_cfg.pretrain_on)
-        record["pretrain_labelled"] = [c["id"] for c in labelled]
-        record["pretrain_unlabelled"] = [c["image"] for c in unlabelled]
-    splits = splits if splits is not None else split_cases(data_cfg, datalist)
-    for name in SPLITS:
-        record[name] = [c["id"] for c in splits.get(name, [])]
-    rule = subset_rule(data_cfg)
-    if stage != "pretrain" and rule is not None:
-        record["train_pool"] = [c["id"] for c in splits.get("train_pool", [])]
-        record["label_subset"] = rule
-    record["images"] = {c["id"]: c["image"] for name in SPLITS + ("train_pool",) for c in splits.get(name, [])}
-    path = Path(run_dir) / "splits.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return path
+        more = {"pretrain_on": str(data_cfg.pretrain_on), "pretrain_labelled": [c["id"] for c in labelled],
+                "pretrain_unlabelled": [c["image"] for c in unlabelled]}
+    else:
+        splits = split_cases(data_cfg, datalist)
+    parts = {name: [(c["id"], c["image"]) for c in cases] for name, cases in splits.items()}
+    subset = subset_rule(data_cfg) if stage != "pretrain" else None
+    return save_splits(run_dir, splits_record(rule_text(data_cfg), str(data_cfg.root), parts, subset, **more))

@@ -12,10 +12,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from selfmedmae.data.suffixes import IMAGE_SUFFIXES, VOLUME_SUFFIXES
 from selfmedmae.errors import UserError
 
-NIFTI = (".nii.gz", ".nii")
-IMAGES_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _ROLE_WORDS = re.compile(r"(^|[_\-.])(img|image|images|label|labels|seg|mask|masks|gt)(?=$|[_\-.\d])", re.I)
 
 
@@ -47,7 +46,7 @@ def _root(path: Path) -> str:
 
 def _key(name: str) -> str:
     """A file name without extension and role words: img0001 / label0001 -> 0001, case_seg -> case."""
-    for suffix in NIFTI:
+    for suffix in VOLUME_SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
     return _ROLE_WORDS.sub(r"\1", name).strip("_-.").lower()
@@ -61,12 +60,12 @@ def _pair_folder(folder: Path) -> List[Dict[str, Path]]:
     label_dir = next((subs[n] for n in ("labelstr", "labels", "label", "masks", "mask", "segmentations", "seg",
                                         "gt") if n in subs), None)
     if image_dir is None:
-        files = sorted(p for p in folder.iterdir() if _is(p, NIFTI))
+        files = sorted(p for p in folder.iterdir() if _is(p, VOLUME_SUFFIXES))
         labels = [p for p in files if re.search(r"(label|seg|mask|gt)", p.name, re.I)]
         images = [p for p in files if p not in labels]
     else:
-        images = sorted(p for p in image_dir.iterdir() if _is(p, NIFTI))
-        labels = sorted(p for p in label_dir.iterdir() if _is(p, NIFTI)) if label_dir else []
+        images = sorted(p for p in image_dir.iterdir() if _is(p, VOLUME_SUFFIXES))
+        labels = sorted(p for p in label_dir.iterdir() if _is(p, VOLUME_SUFFIXES)) if label_dir else []
     if not images:
         raise UserError(f"{folder}: no NIfTI images (*.nii.gz, *.nii) found, in it or in an images/ subfolder")
     by_key = {_key(p.name): p for p in labels}
@@ -140,8 +139,8 @@ def scan_3d(data: Path, config_dir: Path) -> Scan:
         names = None
     elif data.is_file() and data.suffix.lower() == ".csv":
         rows = _read_csv(data)
-        image_col = _path_column(rows, data, NIFTI, prefer="image")
-        label_col = _path_column(rows, data, NIFTI, prefer="label", exclude=image_col, required=False)
+        image_col = _path_column(rows, data, VOLUME_SUFFIXES, prefer="image")
+        label_col = _path_column(rows, data, VOLUME_SUFFIXES, prefer="label", exclude=image_col, required=False)
         base = data.parent
         images = [_abs(base, r[image_col]) for r in rows]
         labels = [_abs(base, r[label_col]) for r in rows if label_col and r[label_col]]
@@ -225,7 +224,7 @@ def scan_2d(data: Path, config_dir: Path) -> Scan:
             data = csvs[0]
     if data.is_file() and data.suffix.lower() == ".csv":
         rows = _read_csv(data)
-        image_col = _path_column(rows, data, IMAGES_2D, prefer="image")
+        image_col = _path_column(rows, data, IMAGE_SUFFIXES, prefer="image")
         images = [_abs(data.parent, r[image_col]) for r in rows]
         split = "split" if "split" in rows[0] else None
         group = next((c for c in rows[0] if c.lower() in _GROUP_NAMES), None)
@@ -238,9 +237,9 @@ def scan_2d(data: Path, config_dir: Path) -> Scan:
         if not classes:
             scan.notes.append("no 0/1 class column: pre-training only until one is added")
     elif data.is_dir():
-        images = sorted(p for p in data.rglob("*") if p.is_file() and _is(p, IMAGES_2D))
+        images = sorted(p for p in data.rglob("*") if p.is_file() and _is(p, IMAGE_SUFFIXES))
         if not images:
-            raise UserError(f"{data}: no CSV and no images ({', '.join(IMAGES_2D)}) found")
+            raise UserError(f"{data}: no CSV and no images ({', '.join(IMAGE_SUFFIXES)}) found")
         scan.table = [{"image": str(p)} for p in images]
         scan.data.update(format="csv", root=_root(config_dir), csv=None, image_column="image",
                          labels=None)

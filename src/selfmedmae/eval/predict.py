@@ -34,34 +34,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from selfmedmae.config.overrides import separate
 from selfmedmae.data.brats import MSD_LABELS
 from selfmedmae.data.facade import build
 from selfmedmae.data.transforms_2d import crop_transform, preprocess
 from selfmedmae.errors import UserError
 from selfmedmae.inference.decide import decide, fill_background, probabilities
 from selfmedmae.inference.forward import LoadedRun, classify, load_run, segment_logits
-from selfmedmae.eval.inputs import check_image, check_volume, collect, output_stems
+from selfmedmae.data.inputs import check_image, check_volume, collect, output_stems
 from selfmedmae.figures.overlay import plot_segmentation_overlay
 from selfmedmae.metrics.table import write_scores_csv
 from selfmedmae.outputs import prepare
 from selfmedmae.runtime.log import progress_iter
 
 BATCH_2D = 32
-_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
-
-
-def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(inputs, key=value overrides): an item that looks like ``section.key=value`` and is no file is an override."""
-    inputs, overrides = [], []
-    for item in items:
-        (overrides if _OVERRIDE.match(item) and not os.path.exists(item) else inputs).append(item)
-    return inputs, overrides
-
-
 def run(checkpoint: str | os.PathLike, inputs: Sequence[str], out: str | os.PathLike, probs: bool = False,
         figures: bool = False, overrides: Sequence[str] = (), overwrite: bool = False) -> int:
     """Predict every input; returns 0. Bad inputs and a bad ``out`` raise UserError before any inference."""
-    inputs, more = split_overrides(inputs)
+    inputs, more = separate(inputs)
     loaded = load_run(checkpoint, list(overrides) + more)
     files = collect(inputs, volumes=loaded.task == "segmentation")
     # never where an input lives (outputs take the input names), never over earlier results unasked

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from selfmedmae.config import load_config
-from selfmedmae.data.check import check_or_raise
+from selfmedmae.models.initialise import parse_init
 from selfmedmae.data.facade import build
 from selfmedmae.data.selection import label_count
 from selfmedmae.errors import UserError
@@ -80,14 +80,14 @@ def _prepare(config: str, overrides: Sequence[str], pretrain: Optional[str], pre
             raise UserError(f"{pretrain}: stage is {pre.stage!r}; --pretrain needs a pre-training config")
         init = f"mae:{Path(pre.run.dir) / 'checkpoints' / 'last.pt'}"
     else:
-        kind, _, path = str(fine.init).partition(":")
+        kind, path = parse_init(str(fine.init))
         if kind != "mae" or not Path(path).is_file():
             raise UserError(f"{config}: init is {fine.init!r}; curve needs `init: mae:PATH` of a finished "
                             "pre-training, or --pretrain CONFIG to run it")
         init = str(fine.init)
-    check_or_raise(fine)
+    build(fine.data).check_or_raise("finetune")
     if pre is not None:
-        check_or_raise(pre)
+        build(pre.data).check_or_raise("pretrain")
     return fine, pre, init
 
 

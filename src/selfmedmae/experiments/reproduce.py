@@ -29,6 +29,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from selfmedmae.config import config_from_dict, load_config, to_dict
+from selfmedmae.config.identity import is_neutral
+from selfmedmae.config.overrides import parse_overrides
 from selfmedmae.errors import UserError
 from selfmedmae.eval.evaluate import run as evaluate
 from selfmedmae.experiments.reproduce_table import write_tables
@@ -87,13 +89,10 @@ def split_overrides(items: Sequence[str]) -> tuple[dict[str, list[str]], Optiona
     """{"all" | "pretrain" | "finetune": [key=value]} and the ``imagenet=PATH`` item, if any."""
     scoped: dict[str, list[str]] = {"all": [], "pretrain": [], "finetune": []}
     imagenet = None
-    for item in items:
-        key = item.split("=", 1)[0]
+    for item, (key, value) in zip(items, parse_overrides(items)):
         scope, _, bare = key.rpartition(":")
-        if "=" not in item:
-            raise UserError(f"{item}: an override must look like key=value")
         if key == "imagenet":
-            imagenet = item.split("=", 1)[1]
+            imagenet = value
             continue
         if scope and scope not in scoped:
             raise UserError(f"{item}: the scope must be pretrain: or finetune:")
@@ -183,7 +182,9 @@ def check_up_front(opts: Options, stages: Sequence[Stage], configs: StageConfigs
 def settings_guard(opts: Options, is_main: bool) -> None:
     """Refuse to mix two differently configured reproductions in one folder; seeds and stages may grow."""
     path = opts.out / "settings.json"
-    mine = {"dataset": opts.dataset, "overrides": sorted(o for o in opts.overrides if not o.startswith("imagenet="))}
+    kept = [item for item, (key, _) in zip(opts.overrides, parse_overrides(opts.overrides))
+            if key != "imagenet" and not is_neutral(key.rpartition(":")[2])]
+    mine = {"dataset": opts.dataset, "overrides": sorted(kept)}
     if path.is_file():
         theirs = json.loads(path.read_text())
         if theirs != mine:

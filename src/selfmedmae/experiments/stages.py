@@ -17,12 +17,8 @@ from omegaconf import OmegaConf
 
 from selfmedmae.cli import main
 from selfmedmae.config import config_from_dict, load_config, to_dict
+from selfmedmae.config.identity import run_differences
 from selfmedmae.errors import UserError
-
-# Settings that never change a run's result: a folder run with other values of these is still reused.
-NEUTRAL = ("run.resume", "run.device", "data.num_workers", "data.cache", "data.cache_dir", "data.cache_rate",
-           "train.log_every")
-
 
 def resume_overrides(run_dir: str | Path) -> list[str]:
     """``run.resume=auto``: continue the run the folder holds (its settings were checked to be these), or
@@ -50,18 +46,11 @@ def check_same_settings(config: str | Path, overrides: Sequence[str], run_dir: s
         saved = to_dict(config_from_dict(saved, source=str(saved_path)))
     except UserError:
         pass  # keys this version does not know: compared as they are, so they show as differences
-    diff = [k for k in _diff(wanted, saved) if k not in NEUTRAL]
+    diff = [k for k, _, _ in run_differences(saved, wanted)]
     if diff:
         shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
         raise UserError(f"{saved_path}: this run folder holds a run with other settings ({shown}); "
                         "move it away or choose another output folder (nothing was changed)")
-
-
-def _diff(a: object, b: object, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in sorted(set(a) | set(b))
-                for k in _diff(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def cli(argv: Sequence[str], title: str) -> float:

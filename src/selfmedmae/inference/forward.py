@@ -30,12 +30,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from selfmedmae.config import config_from_dict
+from selfmedmae.config.overrides import override_keys
 from selfmedmae.preflight import validate
 from selfmedmae.errors import UserError
 from selfmedmae.inference.decide import probabilities
-from selfmedmae.models.checkpoint import load_state_dict_checked, read_native
-from selfmedmae.models.factory import build_model
-from selfmedmae.runtime.device import Precision, precision
+from selfmedmae.models.checkpoint import model_from, read_native
+from selfmedmae.runtime.device import Precision, device_for, inference_precision
 from selfmedmae.runtime.log import progress_iter
 
 KINDS = {"unetr": "segmentation", "classifier": "classification"}
@@ -83,31 +83,6 @@ def run_dir_of(checkpoint: str | os.PathLike) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def _override_keys(overrides: Sequence[str]) -> set:
-    return {item.split("=", 1)[0].strip() for item in overrides if "=" in item}
-
-
-def _device(cfg: DictConfig, given: set) -> torch.device:
-    name = str(cfg.run.device) if "run.device" in given else "auto"
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"run.device: {name!r} asked for, but this machine has no usable GPU (use run.device=cpu)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"run.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-
-
-def _precision(cfg: DictConfig, given: set, device: torch.device) -> Precision:
-    name = str(cfg.run.precision)
-    if name == "fp16" and device.type != "cuda":
-        if "run.precision" in given:
-            raise UserError("run.precision: fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        name = "auto"  # trained with fp16 on a GPU, evaluated on a CPU
-    return precision(name, device)
-
-
 def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> LoadedRun:
     """Rebuild model and config from a fine-tuning checkpoint. Raises UserError naming the file."""
     path = Path(checkpoint)
@@ -121,15 +96,12 @@ def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> Lo
     cfg = config_from_dict(ckpt["config"], overrides, source=str(path))
 
     validate(cfg, "evaluate")  # an override such as eval.overlap=1 or a bad data.roi_size, before any work
-    try:
-        model = build_model(kind, ckpt["model_args"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: cannot rebuild the model from its model_args ({exc})") from None
-    load_state_dict_checked(model, ckpt["state_dict"], str(path))
-    given = _override_keys(overrides)
-    device = _device(cfg, given)
-    return LoadedRun(path, cfg, model.eval().to(device), kind, device, _precision(cfg, given, device),
-                     dict(ckpt["model_args"]))
+    model = model_from(ckpt, str(path))
+    given = set(override_keys(overrides))
+    # the saved run.device describes the machine the run was trained on: only an override counts here
+    device = device_for(cfg.run.device if "run.device" in given else "auto")
+    prec = inference_precision(str(cfg.run.precision), device, asked="run.precision" in given)
+    return LoadedRun(path, cfg, model.to(device), kind, device, prec, dict(ckpt["model_args"]))
 
 
 def check_outputs(run: LoadedRun, n_expected: int, what: str) -> None:

@@ -130,12 +130,17 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Ten
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """A ready model (eval mode) from a native checkpoint."""
-    ckpt = read_native(path, map_location)
+def model_from(ckpt: Mapping[str, Any], source: str) -> nn.Module:
+    """The model a native checkpoint describes (its kind and model_args), with its weights, in eval mode;
+    UserError naming ``source`` when it cannot be rebuilt or the weights do not fit."""
     try:
         model = build_model(ckpt["kind"], ckpt["model_args"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: cannot rebuild the model from its model_args ({exc})") from None
-    load_state_dict_checked(model, ckpt["state_dict"], str(path))
+        raise UserError(f"{source}: cannot rebuild the model from its model_args ({exc})") from None
+    load_state_dict_checked(model, ckpt["state_dict"], source)
     return model.eval()
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """A ready model (eval mode) from a native checkpoint."""
+    return model_from(read_native(path, map_location), str(path))

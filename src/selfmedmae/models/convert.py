@@ -19,10 +19,12 @@ from typing import Any, Callable, Sequence
 import torch
 import yaml
 
+from selfmedmae.config.overrides import parse_overrides
 from selfmedmae.errors import UserError
 from selfmedmae.models.checkpoint import atomic_save, load_state_dict_checked, native, read_checkpoint
 from selfmedmae.models.factory import build_model
 from selfmedmae.models.pos_embed import with_cls_row
+from selfmedmae.models.presets import check_heads
 
 State = dict[str, torch.Tensor]
 
@@ -37,14 +39,9 @@ def unwrap_state_dict(ckpt: dict) -> State:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise UserError(f"{item}: expected key=value")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+def model_values(items: Sequence[str]) -> dict[str, Any]:
+    """``num_heads=12`` items -> {"num_heads": 12} (values read as YAML)."""
+    return {key: yaml.safe_load(value) for key, value in parse_overrides(items)}
 
 
 def _need(opts: dict[str, Any], key: str, src: str) -> Any:
@@ -158,15 +155,13 @@ CONVERTERS: dict[str, Callable[[State, dict[str, Any], str], tuple[str, dict, St
 def convert_state_dict(sd: State, source_format: str, overrides: dict[str, Any] | Sequence[str] = (),
                        src: str = "state dict") -> tuple[str, dict, State]:
     """(kind, model_args, native state dict) for a foreign state dict; checked against the model."""
-    opts = parse_overrides(overrides) if not isinstance(overrides, dict) else dict(overrides)
+    opts = model_values(overrides) if not isinstance(overrides, dict) else dict(overrides)
     try:
         kind, args, out = CONVERTERS[source_format](sd, opts, src)
     except KeyError as exc:
         raise UserError(f"{src}: missing key {exc} for --from {source_format}") from None
     if opts:
         raise UserError(f"{src}: unknown option(s) for --from {source_format}: {', '.join(opts)}")
-    from selfmedmae.preflight import check_heads
-
     check_heads(args["encoder"]["embed_dim"], args["encoder"]["num_heads"], "num_heads")
     if "decoder_num_heads" in args:
         check_heads(args["decoder_embed_dim"], args["decoder_num_heads"], "decoder_num_heads")

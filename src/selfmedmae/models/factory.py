@@ -11,7 +11,7 @@ from torch import nn
 
 from selfmedmae.models.classifier import ViTClassifier
 from selfmedmae.models.mae import MAE
-from selfmedmae.models.presets import preset
+from selfmedmae.models.presets import sizes
 from selfmedmae.models.unetr import UNETR
 from selfmedmae.models.vit import ViT
 
@@ -38,13 +38,9 @@ def build_model(kind: str, args: dict[str, Any]) -> nn.Module:
 
 
 def encoder_args(model_cfg: Any, img_size: list[int], in_chans: int, pos_embed: str) -> dict[str, Any]:
-    sizes = preset(model_cfg.preset)
-    for key in ("embed_dim", "depth", "num_heads"):
-        if getattr(model_cfg, key) is not None:
-            sizes[key] = int(getattr(model_cfg, key))
     return dict(img_size=[int(s) for s in img_size], patch_size=int(model_cfg.patch_size),
                 in_chans=int(in_chans), mlp_ratio=float(model_cfg.mlp_ratio), qkv_bias=bool(model_cfg.qkv_bias),
-                drop_path_rate=float(model_cfg.drop_path_rate), pos_embed=pos_embed, **sizes)
+                drop_path_rate=float(model_cfg.drop_path_rate), pos_embed=pos_embed, **sizes(model_cfg))
 
 
 def model_args(kind: str, model_cfg: Any, img_size: list[int], in_chans: int,

@@ -3,8 +3,12 @@ checkpoint), ``official:PATH`` (a checkpoint of the official SelfMedMAE MAE3D), 
 2D ViT with timm keys, e.g. ImageNet or original-MAE weights; inflated for 3D). Nothing is downloaded."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from torch import nn
 
+from selfmedmae.config.rules import err
 from selfmedmae.errors import UserError
 from selfmedmae.models.checkpoint import read_checkpoint, read_native
 from selfmedmae.models.convert import official_mae3d_state, unwrap_state_dict
@@ -13,11 +17,71 @@ from selfmedmae.models.transfer import TransferReport, encoder_state, load_2d_vi
 KINDS = ("scratch", "mae", "native", "official", "imagenet")
 
 
+def parse_init(init: str) -> tuple[str, str]:
+    """``"mae:runs/x/last.pt"`` -> ``("mae", "runs/x/last.pt")``; ``"scratch"`` -> ``("scratch", "")``."""
+    kind, _, path = str(init).partition(":")
+    if kind not in KINDS or (kind != "scratch" and not path):
+        raise err("init", f"{init!r} must be scratch, mae:PATH, official:PATH or imagenet:PATH")
+    return kind, path
+
+
+def _peek(path: str) -> dict:
+    """The checkpoint's dict, memory-mapped where the file allows (model_args without reading every tensor)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if isinstance(obj, dict):
+            return obj
+    except Exception:  # old formats cannot be memory-mapped; read_checkpoint names every other problem
+        pass
+    return read_checkpoint(path)
+
+
+def check_init(init: str, dims: int, input_key: str, may_be_missing: bool = False) -> None:
+    """Whether ``init`` can start a model whose input has ``dims`` axes (set by the config key ``input_key``),
+    before anything is read in full; a ConfigError naming ``init`` otherwise. ``may_be_missing``: a checkpoint
+    that does not exist yet passes (``check-data`` before the pre-training that writes it)."""
+    kind, path = parse_init(init)
+    if kind == "scratch":
+        return
+    if not Path(path).is_file():
+        if may_be_missing:
+            return
+        raise err("init", f"{path}: checkpoint file not found")
+    ckpt = _peek(path)
+    if kind in ("mae", "native"):
+        _check_native(ckpt, path, dims, input_key)
+        return
+    sd = unwrap_state_dict(ckpt)
+    if kind == "official":
+        if "encoder_pos_embed" not in sd:
+            raise err("init", f"{path}: no encoder_pos_embed: not a checkpoint of the official MAE3D")
+        if dims != 3:
+            raise err("init", f"{path}: the official MAE3D is 3D; this run's input ({input_key}) is {dims}D")
+        return
+    weight = sd.get("patch_embed.proj.weight", sd.get("encoder.patch_embed.proj.weight"))
+    if weight is None:
+        raise err("init", f"{path}: no patch_embed.proj.weight: not a ViT state dict with timm names")
+    if weight.ndim != 4:
+        raise err("init", f"{path}: imagenet: expects a 2D ViT (4D patch kernel), this one is "
+                          f"{weight.ndim - 2}D; use mae:PATH for a selfmedmae checkpoint")
+
+
+def _check_native(ckpt: dict, path: str, dims: int, input_key: str) -> None:
+    if ckpt.get("format") != "selfmedmae":
+        raise err("init", f"{path}: not a native selfmedmae checkpoint (use official:PATH or imagenet:PATH "
+                          f"for other weights, or import it with `selfmedmae convert`)")
+    try:
+        src_dims = len(ckpt["model_args"]["encoder"]["img_size"])
+    except (KeyError, TypeError):
+        raise err("init", f"{path}: has no encoder model_args; not a checkpoint written by selfmedmae") from None
+    if src_dims != dims:
+        raise err("init", f"{path}: a {src_dims}D {ckpt.get('kind')} checkpoint cannot start a {dims}D run "
+                          f"(its input {input_key} has {dims} axes)")
+
+
 def initialise(model: nn.Module, init: str) -> TransferReport | None:
     """Load the encoder weights named by ``init`` into ``model.encoder`` (in place)."""
-    kind, _, path = init.partition(":")
-    if kind not in KINDS or (kind != "scratch" and not path):
-        raise UserError(f"init: {init!r} must be scratch, mae:PATH, official:PATH or imagenet:PATH")
+    kind, path = parse_init(init)
     if kind == "scratch":
         return None
     encoder = model.encoder  # type: ignore[attr-defined]

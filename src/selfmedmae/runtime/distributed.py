@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from selfmedmae.runtime.device import device_for
+
 
 @dataclass
 class Dist:
@@ -27,14 +29,6 @@ class Dist:
         return self.world_size > 1
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if name == "cuda" and torch.cuda.is_available():
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(name)
-
-
 _users = 0  # nested setup() calls: the process group lives until the outermost cleanup()
 
 
@@ -46,7 +40,7 @@ def setup(device: str = "auto") -> Dist:
     global _users
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local)
+    dev = device_for(device, local)
     if world > 1:
         if not dist.is_initialized():
             backend = "nccl" if dev.type == "cuda" else "gloo"

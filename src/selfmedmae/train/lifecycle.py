@@ -206,8 +206,6 @@ def maybe_resume(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, k
     """Restore from last.pt when run.resume is set; the start position otherwise."""
     if not run.cfg.run.resume:
         return {"epoch": 0, "step": 0, "step_in_epoch": 0}
-    if not run.last.exists():
-        raise UserError(f"{run.last}: run.resume=true but there is no checkpoint to resume from")
     return resume_training_state(run.last, model, optimizer, run.prec.scaler, kind)
 
 

@@ -10,7 +10,7 @@ run, and the ``run.resume`` decision (``false`` | ``true`` | ``auto``) with its 
 * **Resume.** ``true``: continue from ``checkpoints/last.pt`` (refused if absent). ``auto``: continue when
   ``last.pt`` exists, start fresh when the folder holds nothing or only the files of this same run killed
   before its first checkpoint (same settings). Either way the settings that change the result
-  (everything except :data:`FREE_KEYS`) must equal the saved ones, or the resume is refused before anything
+  (everything except :data:`selfmedmae.config.identity.NEUTRAL_KEYS`) must equal the saved ones, or the resume is refused before anything
   is written.
 """
 from __future__ import annotations
@@ -25,20 +25,15 @@ from typing import Any, Optional
 import torch
 import yaml
 
+from selfmedmae.config.identity import run_differences
 from selfmedmae.errors import UserError
 from selfmedmae.models.checkpoint import read_native
+from selfmedmae.train.state import require_checkpoint
 
 LOCK = ".lock"
 HEARTBEAT_S = 30.0
 STALE_S = 300.0
 RUN_FILES = ("config.yaml", "splits.json", "metrics.jsonl", "checkpoints", "tensorboard", "figures")
-# Settings a resumed run may change: where things are, how fast they load, how often things are written,
-# the machine. Everything else changes the weights (or the run's record) and must stay as saved.
-FREE_KEYS = ("run.dir", "run.resume", "run.device", "data.root", "data.num_workers", "data.cache",
-             "data.cache_dir", "data.cache_rate", "train.log_every", "train.vis_every", "train.save_every",
-             "train.save_every_steps")
-
-
 def held_files(run_dir: Path) -> list[str]:
     """The run files in ``run_dir`` (an empty ``checkpoints/`` does not count)."""
     found = []
@@ -131,20 +126,9 @@ class RunLock:
 
 
 # --------------------------------------------------------------------------------------------- resume
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def differences(saved: dict, now: dict) -> list[str]:
     """``key: saved -> now`` for every setting that changes the result."""
-    a, b = _flat(saved), _flat(now)
-    keys = [k for k in dict.fromkeys([*a, *b]) if k not in FREE_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>")]
-    return [f"{k} {a.get(k, '<absent>')!r} in the saved run, {b.get(k, '<absent>')!r} now" for k in keys]
+    return [f"{k} {a!r} in the saved run, {b!r} now" for k, a, b in run_differences(saved, now)]
 
 
 def _saved_config(run_dir: Path) -> tuple[Optional[dict], str]:
@@ -188,8 +172,8 @@ def decide_resume(run_dir: Path, mode: Any, config: dict) -> bool:
             raise UserError(f"{run_dir}: run.dir already holds a run ({', '.join(held)}); continue it with "
                             f"run.resume=true (or auto), or choose another run.dir (nothing was changed)")
         return False
-    if mode is True and not last.is_file():
-        raise UserError(f"{last}: run.resume=true but there is no checkpoint to resume from")
+    if mode is True:
+        require_checkpoint(last)
     if mode == "auto" and not held:
         return False
     if mode == "auto" and not last.is_file():

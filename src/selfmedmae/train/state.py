@@ -22,11 +22,16 @@ def save_training_state(path: Path, kind: str, model_args: dict, model: nn.Modul
                               rng=rng_state(), config=config, **extra), path)
 
 
+def require_checkpoint(path: Path) -> None:
+    """``run.resume=true`` needs ``last.pt``."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: run.resume=true but there is no checkpoint to resume from")
+
+
 def resume_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                           scaler: Optional[torch.amp.GradScaler], kind: str) -> dict:
     """Restore model, optimiser, scaler and generators in place; return the checkpoint (epoch, step, ...)."""
-    if not path.is_file():
-        raise UserError(f"{path}: run.resume=true but there is no checkpoint to resume from")
+    require_checkpoint(path)
     ckpt = read_native(path)
     if ckpt.get("kind") != kind or "optimizer" not in ckpt:
         raise UserError(f"{path}: not a {kind} training checkpoint")

@@ -1,8 +1,8 @@
 """The inputs of ``selfmedmae predict``: files, folders and MSD datalists, all checked before any inference.
 
 Volumes (segmentation): ``.nii`` / ``.nii.gz`` files, folders (their ``*.nii`` / ``*.nii.gz``, not recursive,
-skipping macOS ``._*`` junk), or an MSD ``dataset.json`` (its ``test`` list). Images (classification):
-``.png`` / ``.jpg`` / ``.jpeg`` files or folders of them (not recursive). Every file's header is read up
+skipping hidden files and macOS ``._*`` junk), or an MSD ``dataset.json`` (its ``test`` list). Images (classification):
+files with the 2D suffixes of :mod:`selfmedmae.data.suffixes` (PNG, JPEG, TIFF, BMP, GIF) or folders of them (not recursive). Every file's header is read up
 front, so a missing, unreadable or wrong file stops the command with a :class:`UserError` naming it before
 the long work starts; output names are decided here too, and two inputs that would write the same output
 file are refused.
@@ -16,19 +16,11 @@ import nibabel as nib
 from PIL import Image, UnidentifiedImageError
 
 from selfmedmae.data.decathlon import case_id, read_msd
+from selfmedmae.data.suffixes import IMAGE_SUFFIXES, VOLUME_SUFFIXES, has_suffix, listed_files
 from selfmedmae.errors import UserError
 
-NIFTI = (".nii.gz", ".nii")
-IMAGES = (".png", ".jpg", ".jpeg")
-
-
-def _has_suffix(path: Path, suffixes: Sequence[str]) -> bool:
-    return path.name.lower().endswith(tuple(suffixes))
-
-
 def _folder(path: Path, suffixes: Sequence[str]) -> List[Path]:
-    found = sorted(p for p in path.iterdir()
-                   if p.is_file() and not p.name.startswith("._") and _has_suffix(p, suffixes))
+    found = listed_files(path, suffixes)
     if not found:
         raise UserError(f"{path}: folder holds no {' / '.join('*' + s for s in suffixes)} files")
     return found
@@ -46,9 +38,9 @@ def _datalist(path: Path) -> List[Path]:
 
 def collect(inputs: Sequence[str], volumes: bool) -> List[Path]:
     """The input files, in the order given (folders sorted), each once."""
-    suffixes = NIFTI if volumes else IMAGES
+    suffixes = VOLUME_SUFFIXES if volumes else IMAGE_SUFFIXES
     kind = "NIfTI file (.nii, .nii.gz), a folder of them or an MSD dataset.json" if volumes else \
-        "PNG / JPEG image or a folder of them"
+        f"image ({', '.join(IMAGE_SUFFIXES)}) or a folder of them"
     files: List[Path] = []
     for given in inputs:
         path = Path(given)
@@ -58,7 +50,7 @@ def collect(inputs: Sequence[str], volumes: bool) -> List[Path]:
             files += _folder(path, suffixes)
         elif volumes and path.suffix.lower() == ".json":
             files += _datalist(path)
-        elif _has_suffix(path, suffixes):
+        elif has_suffix(path, suffixes):
             files.append(path)
         else:
             raise UserError(f"{path}: not a {kind}")
