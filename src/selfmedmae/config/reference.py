@@ -122,6 +122,13 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
     "data.num_samples": ("Random crops per volume and step (a step sees `batch_size x num_samples` crops).",
                          "4 (BraTS fine-tuning: 1)"),
     "data.pos_neg": ("Weights of label-guided crop centres: foreground, background.", "[1, 1]"),
+    "data.augment": ("Fine-tuning's augmentations: `paper` (flips along each axis with `flip_prob`, a "
+                     "90-degree rotation with `rot90_prob`, intensity scale and shift with `intensity_prob`) or "
+                     "`nnunet` (nnU-Net v2's defaults: rotation +-30 degrees and scaling 0.7..1.4 with p 0.2 "
+                     "each, taking context from the volume rather than padding; Gaussian noise, blur, "
+                     "brightness, contrast, low resolution, gamma and inverted gamma; mirroring along each axis "
+                     "with p 0.5; the three `*_prob` keys are then unused). Pre-training is unchanged. The "
+                     "mapping to MONAI is in `selfmedmae/data/nnunet_3d.py`.", "paper"),
     "data.flip_prob": ("Probability of a flip along each axis.", "0.2"),
     "data.rot90_prob": ("Fine-tuning: probability of a 90-degree rotation in the first two axes.", "0.2"),
     "data.intensity_prob": ("Fine-tuning: probability of each random intensity scale and shift (+-0.1).",

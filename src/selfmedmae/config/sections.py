@@ -46,6 +46,7 @@ class DataConfig:
     roi_size: List[int] = field(default_factory=lambda: [96, 96, 96])
     num_samples: int = 4  # random crops per volume and step
     pos_neg: List[float] = field(default_factory=lambda: [1.0, 1.0])  # label-guided crop centres
+    augment: str = "paper"  # fine-tuning's augmentations: paper (flips, rot90, intensity) | nnunet (nnU-Net v2's)
     flip_prob: float = 0.2
     rot90_prob: float = 0.2
     intensity_prob: float = 0.1
