@@ -184,6 +184,11 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
     "eval.split": ("Split `selfmedmae evaluate` scores: `val`, `test` or `all`.", None),
     "eval.overlap": ("Sliding-window overlap (3D inference).", "0.5"),
     "eval.sw_batch_size": ("Windows per forward pass in sliding-window inference.", "4"),
+    "eval.tta": ("3D: test-time augmentation by mirroring, as nnU-Net v2: each sliding window's logits are "
+                 "the mean of the network's logits on the window and on its mirror images along every "
+                 "combination of the three axes, each flipped back (8 forward passes instead of 1). Used by "
+                 "validation during training, `evaluate` and `predict`; an override such as `eval.tta=true` "
+                 "on `evaluate` applies it to a model trained without.", None),
     "eval.hd_percentile": ("Percentile of the Hausdorff distance reported (mm).", "95"),
     # --- run ------------------------------------------------------------------------------------------
     "run.dir": ("Run folder: config.yaml, splits.json, metrics.jsonl, tensorboard/, checkpoints/, figures/. "

@@ -119,6 +119,7 @@ class EvalConfig:
     split: str = "val"  # val | test | all
     overlap: float = 0.5  # sliding-window overlap (paper: 0.5)
     sw_batch_size: int = 4
+    tta: bool = False  # 3D: mean of the logits over the window's mirror images (8 passes), as nnU-Net v2
     hd_percentile: float = 95.0
 
 

@@ -138,6 +138,10 @@ def check_eval(cfg: Any) -> None:
     _choice(cfg, "eval.split", SPLITS)
     _in_range(cfg, "eval.overlap", 0.0, 1.0)
     _positive(cfg, "eval.sw_batch_size")
+    _choice(cfg, "eval.tta", (True, False))
+    if cfg.eval.tta and cfg.task != "segmentation":
+        raise _err("eval.tta", "mirroring is for segmentation's sliding-window inference; "
+                               f"task {cfg.task} has none (set eval.tta=false)")
     _in_range(cfg, "eval.hd_percentile", 0.0, 100.0, hi_open=False, lo_open=True)
 
 
