@@ -37,7 +37,8 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
     "model.depth": ("Number of transformer blocks; `null` takes the preset's.", "12"),
     "model.num_heads": ("Attention heads; `null` takes the preset's.", "12"),
     "model.patch_size": ("Patch side in pixels / voxels (square or cubic). Crops must be a multiple of it; "
-                         "UNETR needs a power of two (16: 4 up-sampling stages, 8: 3).", "16"),
+                         "the segmentation decoders (UNETR, Primus) need a power of two (16: 4 up-sampling "
+                         "stages, 8: 3).", "16"),
     "model.mlp_ratio": ("Hidden width of each block's MLP, as a multiple of `embed_dim`.", "4"),
     "model.qkv_bias": ("Bias on the fused query/key/value projection.", "true"),
     "model.drop_path_rate": ("Stochastic depth, rising linearly over the blocks to this value.",
@@ -53,8 +54,15 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
                                 "norm; `true` unbiased, as the original 2D MAE.", "false (3D)"),
     "model.global_pool": ("Classifier input: `false` the class token; `true` the mean of the patch tokens "
                           "through `fc_norm`.", "false (class token)"),
-    "model.feature_size": ("UNETR decoder width (channels of its finest stage).", "16"),
-    "model.channels_last": ("UNETR only: run the decoder's convolutions in channels-last memory. Measured on "
+    "model.decoder": ("3D segmentation decoder on the ViT: `unetr` (UNETR, skip connections from "
+                      "`skip_blocks`) or `primus` (Primus-style, Wald et al. 2025: the final tokens on their "
+                      "grid, log2(`patch_size`) stages of 2x transposed convolution + LayerNorm over channels + "
+                      "GELU, widths halving from `embed_dim` but not below `feature_size`, then a 1x1x1 "
+                      "convolution; no skip connections). Checkpoints record it; older ones load as UNETR.",
+                      "unetr"),
+    "model.feature_size": ("UNETR decoder width (channels of its finest stage); Primus: the narrowest width "
+                           "its stages halve down to.", "16"),
+    "model.channels_last": ("Segmentation only: run the decoder's convolutions in channels-last memory. Measured on "
                             "a 2-core AVX2 CPU: 1.35x faster training steps for the demo's small decoder "
                             "(feature_size 8, 32^3 crops), 1.35x slower for a 96^3 window of the paper's "
                             "(feature_size 16); measure before turning it on elsewhere.", None),

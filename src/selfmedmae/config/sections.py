@@ -86,9 +86,10 @@ class ModelConfig:
     norm_pix_unbiased: bool = False  # False: LayerNorm-style biased variance (official 3D); True: original MAE
     # fine-tuning heads
     global_pool: bool = False  # classifier: False = class token, True = mean of patch tokens + fc_norm
-    feature_size: int = 16  # UNETR decoder width
+    decoder: str = "unetr"  # 3D segmentation decoder: unetr | primus (light up-sampling, no skips; models/primus.py)
+    feature_size: int = 16  # UNETR decoder width; Primus: the narrowest stage
     skip_blocks: Optional[List[int]] = None  # UNETR taps, 0-based block indices; None = evenly spaced
-    channels_last: bool = False  # UNETR convolutions in channels-last memory (faster for small decoders on a CPU)
+    channels_last: bool = False  # decoder convolutions in channels-last memory (faster for small decoders on a CPU)
 
 
 @dataclass

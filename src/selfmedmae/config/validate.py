@@ -22,6 +22,7 @@ from selfmedmae.config.rules import _choice, _err, _in_range, _positive
 from selfmedmae.data.formats import check_data_settings, check_task, input_key, input_shape
 from selfmedmae.models.checkpoint import read_checkpoint
 from selfmedmae.models.convert import unwrap_state_dict
+from selfmedmae.models.factory import DECODERS
 from selfmedmae.models.initialise import KINDS
 from selfmedmae.models.presets import PRESETS
 
@@ -65,6 +66,7 @@ def check_model(cfg: Any, command: str) -> None:
     _positive(cfg, "model.patch_size")
     _positive(cfg, "model.mlp_ratio")
     _in_range(cfg, "model.drop_path_rate", 0.0, 1.0)
+    _choice(cfg, "model.decoder", DECODERS)
     patch = int(cfg.model.patch_size)
     shape = input_shape(cfg)
     where = input_key(cfg)
@@ -85,19 +87,30 @@ def check_model(cfg: Any, command: str) -> None:
         _positive(cfg, "model.decoder_depth")
         check_heads(int(cfg.model.decoder_embed_dim), int(cfg.model.decoder_num_heads), "model.decoder_num_heads")
     if command == "finetune" and cfg.task == "segmentation":
-        if patch < 2 or 2 ** round(math.log2(patch)) != patch:
-            raise _err("model.patch_size", f"{patch}: UNETR needs a power-of-two patch (2, 4, 8, 16, ...)")
-        _positive(cfg, "model.feature_size")
-        skips = cfg.model.skip_blocks
-        stages = round(math.log2(patch))
+        check_decoder(cfg, patch, sizes["depth"])
+
+
+def check_decoder(cfg: Any, patch: int, depth: int) -> None:
+    """The segmentation decoder: a power-of-two patch; UNETR's skip blocks, Primus's lack of them."""
+    name = "UNETR" if cfg.model.decoder == "unetr" else "the Primus decoder"
+    if patch < 2 or 2 ** round(math.log2(patch)) != patch:
+        raise _err("model.patch_size", f"{patch}: {name} needs a power-of-two patch (2, 4, 8, 16, ...)")
+    _positive(cfg, "model.feature_size")
+    skips = cfg.model.skip_blocks
+    stages = round(math.log2(patch))
+    if cfg.model.decoder == "primus":
         if skips is not None:
-            if len(skips) != stages - 1:
-                raise _err("model.skip_blocks", f"{list(skips)}: a patch of {patch} needs {stages - 1} block indices")
-            if any(not 0 <= int(s) < sizes["depth"] for s in skips):
-                raise _err("model.skip_blocks", f"{list(skips)}: block indices count from 0 and must be below "
-                                                f"depth {sizes['depth']}")
-        elif sizes["depth"] < stages - 1:
-            raise _err("model.depth", f"{sizes['depth']} blocks are too few for UNETR's {stages - 1} skip connections")
+            raise _err("model.skip_blocks", f"{list(skips)}: the Primus decoder has no skip connections; "
+                                            f"set model.skip_blocks=null")
+        return
+    if skips is not None:
+        if len(skips) != stages - 1:
+            raise _err("model.skip_blocks", f"{list(skips)}: a patch of {patch} needs {stages - 1} block indices")
+        if any(not 0 <= int(s) < depth for s in skips):
+            raise _err("model.skip_blocks", f"{list(skips)}: block indices count from 0 and must be below "
+                                            f"depth {depth}")
+    elif depth < stages - 1:
+        raise _err("model.depth", f"{depth} blocks are too few for UNETR's {stages - 1} skip connections")
 
 
 # ------------------------------------------------------------------------------------------------ data
