@@ -69,6 +69,12 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
     "model.skip_blocks": ("UNETR skip connections: 0-based indices of the encoder blocks it taps; `null` "
                           "spaces them evenly (`[3, 6, 9]` for depth 12 and patch 16).",
                           "[3, 6, 9] (blocks 4, 7, 10 counted from 1)"),
+    "model.deep_supervision": ("UNETR, training only: 1x1 heads on the decoder stages at 1/2, 1/4, ... of "
+                               "the crop's resolution, each scored against the label downsampled by nearest "
+                               "neighbour, with nnU-Net v2's weights (halving per stage, summing to 1; the "
+                               "coarsest decoder stage, which nnU-Net weights 0, gets no head: patch 16 "
+                               "supervises 1/2 and 1/4, patch 8 1/2). Inference uses the full-resolution "
+                               "output only.", None),
     # --- data: what and where -------------------------------------------------------------------------
     "data.format": ("Dataset layout: `msd` (a `dataset.json`), `btcv`, `brats`, `csv` (your own CSV, 2D or "
                     "3D), `cxr14` (ChestX-ray14 release). See docs/own-data-3d.md and docs/own-data-2d.md.",

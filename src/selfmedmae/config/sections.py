@@ -89,6 +89,7 @@ class ModelConfig:
     decoder: str = "unetr"  # 3D segmentation decoder: unetr | primus (light up-sampling, no skips; models/primus.py)
     feature_size: int = 16  # UNETR decoder width; Primus: the narrowest stage
     skip_blocks: Optional[List[int]] = None  # UNETR taps, 0-based block indices; None = evenly spaced
+    deep_supervision: bool = False  # UNETR: auxiliary losses at 1/2, 1/4, ... resolution in training (nnU-Net's)
     channels_last: bool = False  # decoder convolutions in channels-last memory (faster for small decoders on a CPU)
 
 

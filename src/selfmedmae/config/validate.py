@@ -102,7 +102,13 @@ def check_decoder(cfg: Any, patch: int, depth: int) -> None:
         if skips is not None:
             raise _err("model.skip_blocks", f"{list(skips)}: the Primus decoder has no skip connections; "
                                             f"set model.skip_blocks=null")
+        if cfg.model.deep_supervision:
+            raise _err("model.deep_supervision", "UNETR only; the Primus decoder has no supervised lower "
+                                                 "resolutions (set model.deep_supervision=false)")
         return
+    if cfg.model.deep_supervision and stages < 3:
+        raise _err("model.deep_supervision", f"a patch of {patch} leaves UNETR no lower-resolution stage to "
+                                             f"supervise (nnU-Net's weighting needs a patch of 8 or more)")
     if skips is not None:
         if len(skips) != stages - 1:
             raise _err("model.skip_blocks", f"{list(skips)}: a patch of {patch} needs {stages - 1} block indices")

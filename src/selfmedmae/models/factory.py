@@ -49,7 +49,7 @@ def segmenter(encoder: ViT, args: dict[str, Any]) -> nn.Module:
     if decoder != "unetr":
         raise ValueError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
     return UNETR(encoder, args["num_classes"], args.get("feature_size", 16), args.get("skip_blocks"),
-                 channels_last=channels_last)
+                 channels_last=channels_last, deep_supervision=bool(args.get("deep_supervision", False)))
 
 
 def encoder_args(model_cfg: Any, img_size: list[int], in_chans: int, pos_embed: str) -> dict[str, Any]:
@@ -77,5 +77,6 @@ def model_args(kind: str, model_cfg: Any, img_size: list[int], in_chans: int,
         args.update(num_classes=int(num_classes), decoder=str(model_cfg.decoder),
                     feature_size=int(model_cfg.feature_size),
                     skip_blocks=None if skips is None else [int(s) for s in skips],
-                    channels_last=bool(model_cfg.channels_last))
+                    channels_last=bool(model_cfg.channels_last),
+                    deep_supervision=bool(model_cfg.deep_supervision))
     return args
