@@ -1,4 +1,4 @@
-"""model.deep_supervision: UNETR's auxiliary heads at lower resolutions and nnU-Net's weighted loss, in training only."""
+"""model.deep_supervision: UNETR's auxiliary heads at lower resolutions and nnU-Net's weighted loss, training only."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""data.augment: nnunet (nnU-Net v2's augmentations for fine-tuning) beside the paper's recipe, which stays as it was."""
+"""data.augment: nnunet (nnU-Net v2's fine-tuning augmentations) beside the paper's recipe, which stays as it was."""
 from __future__ import annotations
 
 import math

@@ -78,6 +78,18 @@ def test_channel_layer_norm_is_layernorm_over_channels_in_any_layout():
     assert torch.allclose(norm(x.contiguous(memory_format=torch.channels_last_3d)), want, atol=1e-5)
 
 
+def test_bf16_autocast_keeps_the_norm_in_float32():
+    norm = ChannelLayerNorm(8)
+    torch.manual_seed(0)
+    x = (torch.randn(1, 8, 4, 4, 4) * 3 + 300).to(torch.bfloat16)  # a large offset: bf16 statistics lose it
+    want = norm(x.float())
+    got = norm(x)
+    assert got.dtype == torch.bfloat16
+    assert torch.allclose(got.float(), want, atol=0.05)
+    naive = (x - x.mean(1, keepdim=True)) / (x.var(1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+    assert not torch.allclose(naive.float(), want, atol=0.05)  # the check above could fail
+
+
 def test_channels_last_computes_the_same():
     torch.manual_seed(0)
     plain = primus(8)

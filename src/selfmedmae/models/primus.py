@@ -30,7 +30,8 @@ UPSAMPLE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over dim 1 of [B, C, *S] (each voxel's channels), with a weight and bias per channel."""
+    """LayerNorm over dim 1 of [B, C, *S] (each voxel's channels), with a weight and bias per channel.
+    Computed in float32 whatever the input's dtype (as autocast runs ``layer_norm``), returned in it."""
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
@@ -39,10 +40,12 @@ class ChannelLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, *S] -> [B, C, *S], any memory layout
-        mean = x.mean(1, keepdim=True)  # [B, 1, *S]
-        var = (x - mean).pow(2).mean(1, keepdim=True)
+        y = x.float()
+        mean = y.mean(1, keepdim=True)  # [B, 1, *S]
+        var = (y - mean).pow(2).mean(1, keepdim=True)
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        y = (y - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
 
 
 def stage_widths(embed_dim: int, stages: int, feature_size: int) -> list[int]:
