@@ -37,8 +37,8 @@ from monai.transforms import (
 )
 
 from selfmedmae.data.brats import BratsRegionsd
-from selfmedmae.data.nnunet_3d import nnunet_crops, nnunet_intensity, nnunet_mirrors
 from selfmedmae.data.nifti_reader import TorchCopyNibabelReader
+from selfmedmae.data.nnunet_3d import nnunet_crops, nnunet_intensity, nnunet_mirrors
 from selfmedmae.data.resample import SeparableSpacingd
 from selfmedmae.data.settings import AUGMENTS
 
