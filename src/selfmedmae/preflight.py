@@ -20,6 +20,7 @@ import torch
 
 from selfmedmae.config.rules import choice, err, in_range, positive
 from selfmedmae.data.formats import check_data_settings, check_task, input_key, input_shape
+from selfmedmae.models.factory import DECODERS
 from selfmedmae.models.initialise import check_init
 from selfmedmae.models.presets import check_heads, sizes as model_sizes
 from selfmedmae.runtime.device import check_precision, device_for
@@ -37,6 +38,7 @@ def check_model(cfg: Any, command: str) -> None:
     positive(cfg, "model.patch_size")
     positive(cfg, "model.mlp_ratio")
     in_range(cfg, "model.drop_path_rate", 0.0, 1.0)
+    choice(cfg, "model.decoder", DECODERS)
     patch = int(cfg.model.patch_size)
     shape = input_shape(cfg)
     where = input_key(cfg)
@@ -57,19 +59,36 @@ def check_model(cfg: Any, command: str) -> None:
         positive(cfg, "model.decoder_depth")
         check_heads(int(cfg.model.decoder_embed_dim), int(cfg.model.decoder_num_heads), "model.decoder_num_heads")
     if command == "finetune" and cfg.task == "segmentation":
-        if patch < 2 or 2 ** round(math.log2(patch)) != patch:
-            raise err("model.patch_size", f"{patch}: UNETR needs a power-of-two patch (2, 4, 8, 16, ...)")
-        positive(cfg, "model.feature_size")
-        skips = cfg.model.skip_blocks
-        stages = round(math.log2(patch))
+        check_decoder(cfg, patch, sizes["depth"])
+
+
+def check_decoder(cfg: Any, patch: int, depth: int) -> None:
+    """The segmentation decoder: a power-of-two patch; UNETR's skip blocks, Primus's lack of them."""
+    name = "UNETR" if cfg.model.decoder == "unetr" else "the Primus decoder"
+    if patch < 2 or 2 ** round(math.log2(patch)) != patch:
+        raise err("model.patch_size", f"{patch}: {name} needs a power-of-two patch (2, 4, 8, 16, ...)")
+    positive(cfg, "model.feature_size")
+    skips = cfg.model.skip_blocks
+    stages = round(math.log2(patch))
+    if cfg.model.decoder == "primus":
         if skips is not None:
-            if len(skips) != stages - 1:
-                raise err("model.skip_blocks", f"{list(skips)}: a patch of {patch} needs {stages - 1} block indices")
-            if any(not 0 <= int(s) < sizes["depth"] for s in skips):
-                raise err("model.skip_blocks", f"{list(skips)}: block indices count from 0 and must be below "
-                                                f"depth {sizes['depth']}")
-        elif sizes["depth"] < stages - 1:
-            raise err("model.depth", f"{sizes['depth']} blocks are too few for UNETR's {stages - 1} skip connections")
+            raise err("model.skip_blocks", f"{list(skips)}: the Primus decoder has no skip connections; "
+                                           f"set model.skip_blocks=null")
+        if cfg.model.deep_supervision:
+            raise err("model.deep_supervision", "UNETR only; the Primus decoder has no supervised lower "
+                                                "resolutions (set model.deep_supervision=false)")
+        return
+    if cfg.model.deep_supervision and stages < 3:
+        raise err("model.deep_supervision", f"a patch of {patch} leaves UNETR no lower-resolution stage to "
+                                            f"supervise (nnU-Net's weighting needs a patch of 8 or more)")
+    if skips is not None:
+        if len(skips) != stages - 1:
+            raise err("model.skip_blocks", f"{list(skips)}: a patch of {patch} needs {stages - 1} block indices")
+        if any(not 0 <= int(s) < depth for s in skips):
+            raise err("model.skip_blocks", f"{list(skips)}: block indices count from 0 and must be below "
+                                           f"depth {depth}")
+    elif depth < stages - 1:
+        raise err("model.depth", f"{depth} blocks are too few for UNETR's {stages - 1} skip connections")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -110,6 +129,10 @@ def check_eval(cfg: Any) -> None:
     choice(cfg, "eval.split", SPLITS)
     in_range(cfg, "eval.overlap", 0.0, 1.0)
     positive(cfg, "eval.sw_batch_size")
+    choice(cfg, "eval.tta", (True, False))
+    if cfg.eval.tta and cfg.task != "segmentation":
+        raise err("eval.tta", "mirroring is for segmentation's sliding-window inference; "
+                              f"task {cfg.task} has none (set eval.tta=false)")
     in_range(cfg, "eval.hd_percentile", 0.0, 100.0, hi_open=False, lo_open=True)
 
 

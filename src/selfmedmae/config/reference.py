@@ -37,7 +37,8 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
     "model.depth": ("Number of transformer blocks; `null` takes the preset's.", "12"),
     "model.num_heads": ("Attention heads; `null` takes the preset's.", "12"),
     "model.patch_size": ("Patch side in pixels / voxels (square or cubic). Crops must be a multiple of it; "
-                         "UNETR needs a power of two (16: 4 up-sampling stages, 8: 3).", "16"),
+                         "the segmentation decoders (UNETR, Primus) need a power of two (16: 4 up-sampling "
+                         "stages, 8: 3).", "16"),
     "model.mlp_ratio": ("Hidden width of each block's MLP, as a multiple of `embed_dim`.", "4"),
     "model.qkv_bias": ("Bias on the fused query/key/value projection.", "true"),
     "model.drop_path_rate": ("Stochastic depth, rising linearly over the blocks to this value.",
@@ -53,14 +54,27 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
                                 "norm; `true` unbiased, as the original 2D MAE.", "false (3D)"),
     "model.global_pool": ("Classifier input: `false` the class token; `true` the mean of the patch tokens "
                           "through `fc_norm`.", "false (class token)"),
-    "model.feature_size": ("UNETR decoder width (channels of its finest stage).", "16"),
-    "model.channels_last": ("UNETR only: run the decoder's convolutions in channels-last memory. Measured on "
+    "model.decoder": ("3D segmentation decoder on the ViT: `unetr` (UNETR, skip connections from "
+                      "`skip_blocks`) or `primus` (Primus-style, Wald et al. 2025: the final tokens on their "
+                      "grid, log2(`patch_size`) stages of 2x transposed convolution + LayerNorm over channels + "
+                      "GELU, widths halving from `embed_dim` but not below `feature_size`, then a 1x1x1 "
+                      "convolution; no skip connections). Checkpoints record it; older ones load as UNETR.",
+                      "unetr"),
+    "model.feature_size": ("UNETR decoder width (channels of its finest stage); Primus: the narrowest width "
+                           "its stages halve down to.", "16"),
+    "model.channels_last": ("Segmentation only: run the decoder's convolutions in channels-last memory. Measured on "
                             "a 2-core AVX2 CPU: 1.35x faster training steps for the demo's small decoder "
                             "(feature_size 8, 32^3 crops), 1.35x slower for a 96^3 window of the paper's "
                             "(feature_size 16); measure before turning it on elsewhere.", None),
     "model.skip_blocks": ("UNETR skip connections: 0-based indices of the encoder blocks it taps; `null` "
                           "spaces them evenly (`[3, 6, 9]` for depth 12 and patch 16).",
                           "[3, 6, 9] (blocks 4, 7, 10 counted from 1)"),
+    "model.deep_supervision": ("UNETR, training only: 1x1 heads on the decoder stages at 1/2, 1/4, ... of "
+                               "the crop's resolution, each scored against the label downsampled by nearest "
+                               "neighbour, with nnU-Net v2's weights (halving per stage, summing to 1; the "
+                               "coarsest decoder stage, which nnU-Net weights 0, gets no head: patch 16 "
+                               "supervises 1/2 and 1/4, patch 8 1/2). Inference uses the full-resolution "
+                               "output only.", None),
     # --- data: what and where -------------------------------------------------------------------------
     "data.format": ("Dataset layout: `msd` (a `dataset.json`), `btcv`, `brats`, `csv` (your own CSV, 2D or "
                     "3D), `cxr14` (ChestX-ray14 release). See docs/own-data-3d.md and docs/own-data-2d.md.",
@@ -122,6 +136,13 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
     "data.num_samples": ("Random crops per volume and step (a step sees `batch_size x num_samples` crops).",
                          "4 (BraTS fine-tuning: 1)"),
     "data.pos_neg": ("Weights of label-guided crop centres: foreground, background.", "[1, 1]"),
+    "data.augment": ("Fine-tuning's augmentations: `paper` (flips along each axis with `flip_prob`, a "
+                     "90-degree rotation with `rot90_prob`, intensity scale and shift with `intensity_prob`) or "
+                     "`nnunet` (nnU-Net v2's defaults: rotation +-30 degrees and scaling 0.7..1.4 with p 0.2 "
+                     "each, taking context from the volume rather than padding; Gaussian noise, blur, "
+                     "brightness, contrast, low resolution, gamma and inverted gamma; mirroring along each axis "
+                     "with p 0.5; the three `*_prob` keys are then unused). Pre-training is unchanged. The "
+                     "mapping to MONAI is in `selfmedmae/data/nnunet_3d.py`.", "paper"),
     "data.flip_prob": ("Probability of a flip along each axis.", "0.2"),
     "data.rot90_prob": ("Fine-tuning: probability of a 90-degree rotation in the first two axes.", "0.2"),
     "data.intensity_prob": ("Fine-tuning: probability of each random intensity scale and shift (+-0.1).",
@@ -177,6 +198,11 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
     "eval.split": ("Split `selfmedmae evaluate` scores: `val`, `test` or `all`.", None),
     "eval.overlap": ("Sliding-window overlap (3D inference).", "0.5"),
     "eval.sw_batch_size": ("Windows per forward pass in sliding-window inference.", "4"),
+    "eval.tta": ("3D: test-time augmentation by mirroring, as nnU-Net v2: each sliding window's logits are "
+                 "the mean of the network's logits on the window and on its mirror images along every "
+                 "combination of the three axes, each flipped back (8 forward passes instead of 1). Used by "
+                 "validation during training, `evaluate` and `predict`; an override such as `eval.tta=true` "
+                 "on `evaluate` applies it to a model trained without.", None),
     "eval.hd_percentile": ("Percentile of the Hausdorff distance reported (mm).", "95"),
     # --- run ------------------------------------------------------------------------------------------
     "run.dir": ("Run folder: config.yaml, splits.json, metrics.jsonl, tensorboard/, checkpoints/, figures/. "

@@ -46,6 +46,7 @@ class DataConfig:
     roi_size: List[int] = field(default_factory=lambda: [96, 96, 96])
     num_samples: int = 4  # random crops per volume and step
     pos_neg: List[float] = field(default_factory=lambda: [1.0, 1.0])  # label-guided crop centres
+    augment: str = "paper"  # fine-tuning's augmentations: paper (flips, rot90, intensity) | nnunet (nnU-Net v2's)
     flip_prob: float = 0.2
     rot90_prob: float = 0.2
     intensity_prob: float = 0.1
@@ -85,9 +86,11 @@ class ModelConfig:
     norm_pix_unbiased: bool = False  # False: LayerNorm-style biased variance (official 3D); True: original MAE
     # fine-tuning heads
     global_pool: bool = False  # classifier: False = class token, True = mean of patch tokens + fc_norm
-    feature_size: int = 16  # UNETR decoder width
+    decoder: str = "unetr"  # 3D segmentation decoder: unetr | primus (light up-sampling, no skips; models/primus.py)
+    feature_size: int = 16  # UNETR decoder width; Primus: the narrowest stage
     skip_blocks: Optional[List[int]] = None  # UNETR taps, 0-based block indices; None = evenly spaced
-    channels_last: bool = False  # UNETR convolutions in channels-last memory (faster for small decoders on a CPU)
+    deep_supervision: bool = False  # UNETR: auxiliary losses at 1/2, 1/4, ... resolution in training (nnU-Net's)
+    channels_last: bool = False  # decoder convolutions in channels-last memory (faster for small decoders on a CPU)
 
 
 @dataclass
@@ -118,6 +121,7 @@ class EvalConfig:
     split: str = "val"  # val | test | all
     overlap: float = 0.5  # sliding-window overlap (paper: 0.5)
     sw_batch_size: int = 4
+    tta: bool = False  # 3D: mean of the logits over the window's mirror images (8 passes), as nnU-Net v2
     hd_percentile: float = 95.0
 
 

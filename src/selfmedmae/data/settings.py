@@ -10,6 +10,7 @@ from selfmedmae.config.rules import choice, err, in_range, positive
 
 INTENSITIES = ("ct", "nonzero", "percentile")
 CACHES = ("memory", "disk", "none")
+AUGMENTS = ("paper", "nnunet")  # data.augment: fine-tuning's random steps (selfmedmae.data.transforms_3d)
 
 
 def common_settings(cfg: Any) -> None:
@@ -39,6 +40,7 @@ def volume_settings(cfg: Any) -> None:
     if d.spacing is not None and (len(d.spacing) != 3 or any(not s > 0 for s in d.spacing)):
         raise err("data.spacing", f"{list(d.spacing)} must be three sizes > 0 in mm (or null)")
     positive(cfg, "data.num_samples")
+    choice(cfg, "data.augment", AUGMENTS)
     for key in ("flip_prob", "rot90_prob", "intensity_prob"):
         in_range(cfg, f"data.{key}", 0.0, 1.0, hi_open=False)
     if len(d.pos_neg) != 2 or any(v < 0 for v in d.pos_neg) or sum(d.pos_neg) <= 0:

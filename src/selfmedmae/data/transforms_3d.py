@@ -9,7 +9,8 @@ Follows the official SelfMedMAE ``lib/data/med_transforms.py`` (docs/official-co
 * random suffix: ``RandCropByPosNegLabeld`` (``num_samples`` crops per volume, pos 1 / neg 1; the crops
   are copied out of the cache at once, :class:`Detachd`), flips
   (p 0.2 per axis); fine-tuning adds ``RandRotate90d`` (p 0.2) and intensity scale / shift (0.1, p 0.1).
-  Pre-training has neither, as in the official ``get_mae_pretrain_transforms``.
+  Pre-training has neither, as in the official ``get_mae_pretrain_transforms``. ``data.augment: nnunet``
+  replaces fine-tuning's suffix by nnU-Net's augmentations (:mod:`selfmedmae.data.nnunet_3d`).
 
 Intensity modes (``data.intensity``): ``ct`` window [a_min, a_max] HU -> [0, 1], clipped; ``nonzero``
 per-channel z-score over non-zero voxels (BraTS), which the official code applies *after* the random
@@ -37,7 +38,9 @@ from monai.transforms import (
 
 from selfmedmae.data.brats import BratsRegionsd
 from selfmedmae.data.nifti_reader import TorchCopyNibabelReader
+from selfmedmae.data.nnunet_3d import nnunet_crops, nnunet_intensity, nnunet_mirrors
 from selfmedmae.data.resample import SeparableSpacingd
+from selfmedmae.data.settings import AUGMENTS
 
 MODES = ("pretrain", "finetune")
 INTENSITY_MODES = ("ct", "nonzero", "percentile", "none")
@@ -143,9 +146,14 @@ def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: boo
 
 
 def random_suffix(cfg, mode: str = "finetune", labelled: bool = True) -> List:
-    """Crops and augmentations; ``mode`` is ``pretrain`` (crops + flips) or ``finetune`` (all of them)."""
+    """Crops and augmentations; ``mode`` is ``pretrain`` (crops + flips) or ``finetune`` (all of them, or
+    nnU-Net's with ``cfg.augment == "nnunet"``)."""
     if mode not in MODES:
         raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
+    if cfg.augment not in AUGMENTS:
+        raise ValueError(f"data.augment: {cfg.augment!r} is not one of {', '.join(AUGMENTS)}")
+    if mode == "finetune" and cfg.augment == "nnunet":
+        return nnunet_suffix(cfg, labelled)
     keys = ["image", "label"] if labelled else ["image"]
     roi = list(cfg.roi_size)
     if labelled:  # crop centres: foreground (label > 0) or background inside the body (image > 0), 1:1
@@ -169,7 +177,26 @@ def random_suffix(cfg, mode: str = "finetune", labelled: bool = True) -> List:
     if mode == "pretrain" and labelled:
         t.append(DeleteItemsd("label"))  # pre-training sees images only (labels only guided the crops)
         keys = ["image"]
-    t.append(EnsureTyped("image", dtype=torch.float32, track_meta=False))
+    return t + _typed(cfg, keys)
+
+
+def nnunet_suffix(cfg, labelled: bool = True) -> List:
+    """Fine-tuning's random steps with nnU-Net's augmentations: label-guided crops rotated and scaled, the
+    late intensity step, nnU-Net's intensity augmentations, mirroring (:mod:`selfmedmae.data.nnunet_3d`)."""
+    if not labelled:
+        raise ValueError("data.augment: nnunet crops around labels; it needs labelled volumes")
+    keys = ["image", "label"]
+    t: List = [nnunet_crops(cfg, keys, INDEX_KEYS)]  # copies out of the cached volume: no Detachd needed
+    if cfg.format == "brats":
+        t.append(BratsRegionsd("label", et_label=cfg.brats_et_label))
+    if _late_intensity(cfg):
+        t += intensity_transforms(cfg)
+    return t + nnunet_intensity("image") + nnunet_mirrors(keys) + _typed(cfg, keys)
+
+
+def _typed(cfg, keys: Sequence[str]) -> List:
+    # the batch's types: image float32, label int64 class map (float32 regions for brats)
+    t: List = [EnsureTyped("image", dtype=torch.float32, track_meta=False)]
     if "label" in keys:
         label_dtype = torch.float32 if cfg.format == "brats" else torch.int64
         t.append(EnsureTyped("label", dtype=label_dtype, track_meta=False))

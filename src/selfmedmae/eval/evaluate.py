@@ -108,7 +108,7 @@ def evaluate_segmentation(run: LoadedRun, split: str, out_dir: Path, figures: in
                                       multilabel=labels.multilabel,
                                       title=f"{case_id} ({split}): mean Dice {dice:.3f}")
     summary = summarize_segmentation(cases, labels.scored, labels.subsets, float(cfg.eval.hd_percentile))
-    context = {**_context(run, split), "overlap": float(cfg.eval.overlap),
+    context = {**_context(run, split), "overlap": float(cfg.eval.overlap), "tta": bool(cfg.eval.tta),
                "hd_penalty": "373.13 mm (BraTS)" if penalty else "diagonal of the evaluated volume"}
     return {**context, **summary}
 

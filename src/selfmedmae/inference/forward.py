@@ -15,11 +15,15 @@ Segmentation follows the official evaluation (docs/official-code.md §2.4): MONA
 ``sliding_window_inference`` over the whole preprocessed volume with windows of ``data.roi_size``,
 ``eval.overlap`` (the paper's 0.5), ``eval.sw_batch_size`` windows per forward pass, uniform ("constant")
 blending. Windows run on the device; the blended logits are kept on the CPU, so a large CT does not have to
-fit into GPU memory.
+fit into GPU memory. ``eval.tta`` (test-time augmentation, as nnU-Net v2's mirroring) makes each window's
+logits the mean of the network's logits on the window and on its mirror images along every combination of
+the spatial axes, each flipped back (8 passes in 3D); validation, ``evaluate`` and ``predict`` all get it
+through :func:`sliding_window_logits`.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,17 +119,35 @@ def segment_logits(run: LoadedRun, image: torch.Tensor) -> torch.Tensor:
     """Sliding-window logits of one preprocessed volume: image [C, *S] or [1, C, *S] -> float32 [1, K, *S] (CPU)."""
     return sliding_window_logits(run.model, image, [int(s) for s in run.cfg.data.roi_size],
                                  int(run.cfg.eval.sw_batch_size), float(run.cfg.eval.overlap), run.device,
-                                 run.autocast)
+                                 run.autocast, tta=bool(run.cfg.eval.tta))
+
+
+def mirror_axes(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Every non-empty combination of the spatial axes, fewest first (nnU-Net v2's order): 7 in 3D."""
+    axes = range(spatial_dims)
+    return [combo for n in range(1, spatial_dims + 1) for combo in itertools.combinations(axes, n)]
+
+
+def mirrored_logits(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    """Mean of ``model``'s float32 logits on ``windows`` [N, C, *roi] and on each of its mirror images,
+    flipped back: [N, K, *roi]."""
+    out = model(windows).float()
+    combos = mirror_axes(windows.ndim - 2)
+    for axes in combos:
+        dims = [2 + a for a in axes]
+        out = out + model(windows.flip(dims)).float().flip(dims)  # [N, K, *roi], back on the window's grid
+    return out / (len(combos) + 1)
 
 
 @torch.no_grad()
 def sliding_window_logits(model: nn.Module, image: torch.Tensor, roi_size: Sequence[int], sw_batch_size: int,
                           overlap: float, device: torch.device,
-                          autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-                          ) -> torch.Tensor:
+                          autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                          tta: bool = False) -> torch.Tensor:
     """MONAI ``sliding_window_inference`` with uniform blending: image [C, *S] or [1, C, *S] -> float32
     [1, K, *S] on the CPU. Windows run on ``device`` under ``autocast()``, ``sw_batch_size`` at a time;
-    no autograd, and a plain tensor (no MetaTensor meta bookkeeping per window)."""
+    no autograd, and a plain tensor (no MetaTensor meta bookkeeping per window). ``tta``: each window's
+    logits are :func:`mirrored_logits` (2^d passes for d spatial axes)."""
     from monai.inferers import sliding_window_inference
 
     x = image if image.ndim == len(roi_size) + 2 else image[None]
@@ -133,6 +155,8 @@ def sliding_window_logits(model: nn.Module, image: torch.Tensor, roi_size: Seque
 
     def predictor(windows: torch.Tensor) -> torch.Tensor:
         with autocast():
+            if tta:
+                return mirrored_logits(model, windows)
             return model(windows).float()
 
     out = sliding_window_inference(x.float(), roi_size=list(roi_size), sw_batch_size=sw_batch_size,

@@ -1,7 +1,9 @@
 """Build models from plain argument dicts, which native checkpoints store next to the weights.
 
 ``model_args`` turns a run config into ``{"encoder": {...ViT args...}, ...head args...}``; ``build_model``
-turns a kind (``vit``, ``mae``, ``classifier``, ``unetr``) and such a dict into a model.
+turns a kind (``vit``, ``mae``, ``classifier``, ``unetr``) and such a dict into a model. The ``unetr`` kind
+is every 3D segmenter on the ViT: its ``decoder`` field picks UNETR's decoder or the Primus-style one
+(:mod:`selfmedmae.models.primus`); checkpoints written before the field existed build UNETR.
 """
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from torch import nn
 from selfmedmae.models.classifier import ViTClassifier
 from selfmedmae.models.mae import MAE
 from selfmedmae.models.presets import sizes
+from selfmedmae.models.primus import PrimusSegmenter
 from selfmedmae.models.unetr import UNETR
 from selfmedmae.models.vit import ViT
 
 KINDS = ("vit", "mae", "classifier", "unetr")
+DECODERS = ("unetr", "primus")  # the unetr kind's segmentation decoders (model.decoder)
 MAE_ARGS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads", "mask_ratio", "norm_pix_loss",
             "norm_pix_unbiased")
 
@@ -33,8 +37,19 @@ def build_model(kind: str, args: dict[str, Any]) -> nn.Module:
     if kind == "classifier":
         pool = args.get("global_pool", False)
         return ViTClassifier(ViT(**enc, final_norm=not pool), args["num_classes"], pool)
-    return UNETR(ViT(**enc), args["num_classes"], args.get("feature_size", 16), args.get("skip_blocks"),
-                 channels_last=bool(args.get("channels_last", False)))
+    return segmenter(ViT(**enc), args)
+
+
+def segmenter(encoder: ViT, args: dict[str, Any]) -> nn.Module:
+    """The ``unetr`` kind: UNETR, or the Primus-style decoder when ``args["decoder"] == "primus"``."""
+    decoder = args.get("decoder", "unetr")  # absent in checkpoints written before the choice existed
+    channels_last = bool(args.get("channels_last", False))
+    if decoder == "primus":
+        return PrimusSegmenter(encoder, args["num_classes"], args.get("feature_size", 16), channels_last)
+    if decoder != "unetr":
+        raise ValueError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
+    return UNETR(encoder, args["num_classes"], args.get("feature_size", 16), args.get("skip_blocks"),
+                 channels_last=channels_last, deep_supervision=bool(args.get("deep_supervision", False)))
 
 
 def encoder_args(model_cfg: Any, img_size: list[int], in_chans: int, pos_embed: str) -> dict[str, Any]:
@@ -55,7 +70,9 @@ def model_args(kind: str, model_cfg: Any, img_size: list[int], in_chans: int,
         args.update(num_classes=int(num_classes), global_pool=bool(model_cfg.global_pool))
     elif kind == "unetr":
         skips = model_cfg.skip_blocks
-        args.update(num_classes=int(num_classes), feature_size=int(model_cfg.feature_size),
+        args.update(num_classes=int(num_classes), decoder=str(model_cfg.decoder),
+                    feature_size=int(model_cfg.feature_size),
                     skip_blocks=None if skips is None else [int(s) for s in skips],
-                    channels_last=bool(model_cfg.channels_last))
+                    channels_last=bool(model_cfg.channels_last),
+                    deep_supervision=bool(model_cfg.deep_supervision))
     return args

@@ -7,6 +7,12 @@ stages; the skip connections come from k - 1 encoder blocks, evenly spaced: bloc
 i = 1..k-1. For the paper's 16^3 patches and 12 blocks this is blocks 3, 6, 9 (the outputs of blocks 4, 7
 and 10 counted from 1), as the official code and MONAI. Patch 8 (k = 3) taps blocks 4 and 8, like the
 official code's unused x8 variant; the official decoder itself works with 16 only.
+
+Deep supervision (``deep_supervision=True``, training only): 1 x 1 heads (``decoder.aux.*``) on the outputs
+of the decoder stages at 1/2, 1/4, ... of the input's resolution, as nnU-Net v2 supervises its decoder: of
+the k decoder outputs, the coarsest (1/2^(k-1)) gets weight 0 in nnU-Net's loss and is not given a head
+here, so patch 16 has heads at 1/2 and 1/4, patch 8 at 1/2. In training mode the model then returns the
+list [full resolution, 1/2, 1/4, ...]; in eval mode only the full-resolution logits.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ def default_skip_blocks(depth: int, stages: int) -> list[int]:
 
 class UNETRDecoder(nn.Module):
     def __init__(self, spatial_dims: int, in_chans: int, hidden: int, stages: int, feature_size: int,
-                 num_classes: int, norm_name: str = "instance"):
+                 num_classes: int, norm_name: str = "instance", deep_supervision: bool = False):
         super().__init__()
         self.stages = stages
         f, k = feature_size, stages
@@ -43,22 +49,31 @@ class UNETRDecoder(nn.Module):
                 spatial_dims, in_ch, f * 2 ** (j - 2), kernel_size=3, upsample_kernel_size=2,
                 norm_name=norm_name, res_block=True))
         self.out = UnetOutBlock(spatial_dims, f, num_classes)
+        if deep_supervision:  # aux.i reads decoder{i + 3}: 1/2^(i + 1) of the input's resolution
+            self.aux = nn.ModuleList(UnetOutBlock(spatial_dims, f * 2 ** (j - 2), num_classes)
+                                     for j in range(3, k + 1))
         use_matmul_convolutions(self)  # 1x1 convolutions and 2x upsampling as matmuls: same weights, faster
 
-    def forward(self, image: torch.Tensor, final: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
-        """image [B, C, *S]; final and taps are feature maps [B, D, *grid] (class token removed)."""
+    def forward(self, image: torch.Tensor, final: torch.Tensor, taps: Sequence[torch.Tensor]
+                ) -> torch.Tensor | list[torch.Tensor]:
+        """image [B, C, *S]; final and taps are feature maps [B, D, *grid] (class token removed). Returns the
+        logits [B, num_classes, *S], or with deep supervision in training [them, 1/2 resolution, 1/4, ...]."""
         skips = [self.encoder1(image)] + [getattr(self, f"encoder{j}")(t) for j, t in
                                           zip(range(2, self.stages + 1), taps)]
-        x = final
+        supervise = self.training and hasattr(self, "aux")
+        x, coarse = final, []
         for j in range(self.stages + 1, 1, -1):
-            x = getattr(self, f"decoder{j}")(x, skips[j - 2])
-        return self.out(x)  # [B, num_classes, *S]
+            x = getattr(self, f"decoder{j}")(x, skips[j - 2])  # [B, f * 2^(j-2), *S / 2^(j-2)]
+            if supervise and 3 <= j <= self.stages:
+                coarse.insert(0, self.aux[j - 3](x))  # [B, num_classes, *S / 2^(j-2)]
+        out = self.out(x)  # [B, num_classes, *S]
+        return [out] + coarse if supervise else out
 
 
 class UNETR(nn.Module):
     def __init__(self, encoder: ViT, num_classes: int, feature_size: int = 16,
                  skip_blocks: Optional[Sequence[int]] = None, norm_name: str = "instance",
-                 channels_last: bool = False):
+                 channels_last: bool = False, deep_supervision: bool = False):
         super().__init__()
         p = encoder.patch_size
         if len(set(p)) != 1 or p[0] < 2 or 2 ** round(math.log2(p[0])) != p[0]:
@@ -70,7 +85,7 @@ class UNETR(nn.Module):
         if len(self.skip_blocks) != stages - 1:
             raise ValueError(f"patch {p[0]} needs {stages - 1} skip blocks, got {self.skip_blocks}")
         self.decoder = UNETRDecoder(encoder.spatial_dims, encoder.in_chans, encoder.embed_dim, stages,
-                                    feature_size, num_classes, norm_name)
+                                    feature_size, num_classes, norm_name, deep_supervision)
         # Channels-last convolutions (weights and inputs both): measured on a 2-core AVX2 CPU, training
         # steps of the demo's small decoder (feature_size 8, 32^3 crops) ran 1.35x faster, but a 96^3
         # window of the paper's decoder (feature_size 16) 1.35x slower; hence a choice, off by default.
@@ -84,7 +99,7 @@ class UNETR(nn.Module):
         x = tokens[:, 1:]
         return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *grid)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, *S] -> [B, num_classes, *S]
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:  # [B, C, *S] -> [B, K, *S]
         grid = [s // p for s, p in zip(x.shape[2:], self.encoder.patch_size)]
         x = x.contiguous(memory_format=self.memory_format)
         final, taps = self.encoder.forward_features(x, self.skip_blocks)

@@ -30,7 +30,9 @@ class Segmentation:
             self.criterion = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=0.0,
                                         smooth_dr=1e-6)
 
-    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor | list[torch.Tensor], batch: dict) -> torch.Tensor:
+        if isinstance(logits, (list, tuple)):  # deep supervision: [full resolution, 1/2, 1/4, ...]
+            return supervised_loss(self.criterion, logits, batch["label"])
         return self.criterion(logits.float(), batch["label"].to(logits.device))
 
     def validation(self, model: nn.Module, micro_batch: int, snapshot: Optional[dict]) -> Callable[[], dict]:
@@ -38,6 +40,25 @@ class Segmentation:
         dataset = run.data.dataset("val", rank=ctx.rank, world_size=ctx.world_size)
         return lambda: validate_segmentation(model, dataset, self.labels, run.cfg, run.prec, ctx,
                                              show=ctx.is_main, snapshot=snapshot)
+
+
+def supervision_weights(n: int) -> list[float]:
+    """nnU-Net's deep-supervision weights: halving from the full-resolution output down, summing to 1."""
+    raw = [0.5 ** i for i in range(n)]
+    return [w / sum(raw) for w in raw]
+
+
+def supervised_loss(criterion: Callable, outputs: list[torch.Tensor], label: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of ``criterion`` over ``outputs`` [B, K, *S / 2^i], the label [B, L, *S] brought to each
+    output's grid by nearest neighbour (``nearest-exact``, as nnU-Net v2's ``DownsampleSegForDSTransform``)."""
+    label = label.to(outputs[0].device)
+    total = outputs[0].new_zeros((), dtype=torch.float32)
+    for weight, out in zip(supervision_weights(len(outputs)), outputs):
+        target = label
+        if tuple(out.shape[2:]) != tuple(label.shape[2:]):
+            target = F.interpolate(label.float(), size=out.shape[2:], mode="nearest-exact").to(label.dtype)
+        total = total + weight * criterion(out.float(), target)  # target [B, L, *out's grid]
+    return total
 
 
 class Classification:

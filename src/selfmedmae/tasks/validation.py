@@ -74,7 +74,7 @@ def validate_segmentation(model: nn.Module, dataset: Any, labels: Labels, cfg: A
     for i in progress_iter(range(len(dataset)), len(dataset), "validation", "volume", enabled=show):
         item = dataset[i]
         logits = sliding_window_logits(model, item["image"], roi, int(cfg.eval.sw_batch_size),
-                                       float(cfg.eval.overlap), ctx.device, prec.autocast)
+                                       float(cfg.eval.overlap), ctx.device, prec.autocast, tta=bool(cfg.eval.tta))
         case, pred = score_volume(logits, item["label"], labels, spacing_of(item["image"]), str(item["id"]),
                                   with_hd=False)
         if i == 0 and snapshot is not None:
