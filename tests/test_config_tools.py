@@ -64,9 +64,9 @@ def test_init_config_3d_folder_writes_loadable_configs_and_never_overwrites(tmp_
     rows = (tmp_path / "cfg/my3d_cases.csv").read_text().splitlines()
     assert rows[0] == "image,label" and rows[1] == "../my_scans/images/case01.nii.gz,../my_scans/labels/case01.nii.gz"
     # the CSV's paths resolve from its own folder: the data reader finds every file
-    from selfmedmae.data.splits import read_datalist
+    from selfmedmae.data import build
 
-    datalist = read_datalist(cfg.data)
+    datalist = build(cfg.data).scan.datalist
     assert not datalist.problems and len(datalist.cases) == 4
     assert all(Path(c["image"]).is_file() and Path(c["label"]).is_file() for c in datalist.cases)
     before = {p: p.read_bytes() for p in (tmp_path / "cfg").iterdir()}

@@ -17,7 +17,6 @@ from selfmedmae.data import chestxray14 as cxr
 from selfmedmae.data import csv_2d
 from selfmedmae.config.sections import DataConfig
 from selfmedmae.data import build
-from selfmedmae.data.dataset_2d import build_2d_dataset, classes_2d
 from selfmedmae.data.synthetic_2d import HEADER, make_cxr14_like
 from selfmedmae.data.transforms_2d import CropNormalize, equalize_hist, load_grey, preprocess
 
@@ -30,6 +29,13 @@ FULL_L_FILES = ("00000550_000.png", "00029050_000.png")
 
 def cfg_for(root, **kw):
     return OmegaConf.structured(DataConfig(format="cxr14", root=str(root), spatial_dims=2, **kw))
+
+
+def dataset_2d(cfg, split, train=False, cache_dir=None):
+    """The torch dataset of ``split`` through the one entry point, ``data.build``."""
+    if cache_dir is not None:
+        cfg = OmegaConf.merge(cfg, {"cache_dir": cache_dir})
+    return build(cfg).dataset(split, train=train)
 
 
 def vec(*names):
@@ -69,7 +75,7 @@ def test_every_sample_image_decodes_to_the_model_input(sample_scan):
     cfg = cfg_for(SAMPLE)
     seen = 0
     for split in ("train", "val", "test"):
-        ds = build_2d_dataset(cfg, split, train=False)
+        ds = dataset_2d(cfg, split, train=False)
         for i in range(len(ds)):
             item = ds[i]
             assert item["image"].shape == (1, 224, 224) and item["image"].dtype == torch.float32
@@ -196,9 +202,9 @@ def _synthetic(tmp_path, **kw):
 def test_cache_is_shared_by_workers_and_survives_epochs(tmp_path):
     root = _synthetic(tmp_path, full_size=False)
     cfg = cfg_for(root, image_size=32, crop_size=24)
-    ds = build_2d_dataset(cfg, "all", train=False)
+    ds = dataset_2d(cfg, "all", train=False)
     first = [ds[i]["image"] for i in range(len(ds))]  # fills rows in this process
-    ds2 = build_2d_dataset(cfg, "all", train=False)
+    ds2 = dataset_2d(cfg, "all", train=False)
     loader = DataLoader(ds2, batch_size=8, num_workers=2)
     batches = list(loader)  # epoch 1: workers fill the shared rows
     assert ds2.cache.n_done() == len(ds2)
@@ -214,12 +220,12 @@ def test_cache_is_shared_by_workers_and_survives_epochs(tmp_path):
 def test_disk_cache_is_reused_by_a_later_run(tmp_path):
     root = _synthetic(tmp_path, full_size=False)
     cfg = cfg_for(root, image_size=32, crop_size=24, cache="disk")
-    ds = build_2d_dataset(cfg, "test", cache_dir=str(tmp_path / "cache"))
+    ds = dataset_2d(cfg, "test", cache_dir=str(tmp_path / "cache"))
     for i in range(len(ds)):
         ds[i]
-    later = build_2d_dataset(cfg, "test", cache_dir=str(tmp_path / "cache"))
+    later = dataset_2d(cfg, "test", cache_dir=str(tmp_path / "cache"))
     assert later.cache.path == ds.cache.path and later.cache.n_done() == len(later)
-    other = build_2d_dataset(cfg_for(root, image_size=40, crop_size=24, cache="disk"), "test",
+    other = dataset_2d(cfg_for(root, image_size=40, crop_size=24, cache="disk"), "test",
                              cache_dir=str(tmp_path / "cache"))
     assert other.cache.path != ds.cache.path and other.cache.n_done() == 0  # other settings: other file
 
@@ -227,10 +233,11 @@ def test_disk_cache_is_reused_by_a_later_run(tmp_path):
 def test_loaders_for_training_code(tmp_path):
     root = _synthetic(tmp_path, full_size=False)
     cfg = cfg_for(root, image_size=32, crop_size=24, in_chans=3, num_workers=0)
-    assert classes_2d(cfg) == list(cxr.CXR14_LABELS) and classes_2d(cfg_for(root, labels=["Mass"])) == ["Mass"]
-    n_train = len(build_2d_dataset(cfg, "train"))
-    crops = {s: build_2d_dataset(cfg, s).transform.train for s in ("train", "train_val", "val", "test", "all")}
-    assert crops == {"train": True, "train_val": True, "val": False, "test": False, "all": False}
+    assert build(cfg).labels.names == list(cxr.CXR14_LABELS)
+    assert build(cfg_for(root, labels=["Mass"])).labels.names == ["Mass"]
+    n_train = len(dataset_2d(cfg, "train"))
+    crops = {s: dataset_2d(cfg, s, train=s == "train").transform.train for s in ("train", "val", "test", "all")}
+    assert crops == {"train": True, "val": False, "test": False, "all": False}  # random crops only to train
     from selfmedmae.runtime.distributed import Dist
     from selfmedmae.train.engine import make_loader
 
@@ -240,7 +247,7 @@ def test_loaders_for_training_code(tmp_path):
     assert batches[0]["image"].shape == (4, 3, 24, 24) and batches[0]["label"].shape == (4, 14)
     assert sorted(i for b in batches for i in b["id"]) != [i for b in batches for i in b["id"]]  # shuffled
     shares = [build(cfg).dataset("test", rank=r, world_size=2).ids for r in (0, 1)]  # evaluation: no repeats
-    test_ids = build_2d_dataset(cfg, "test").ids
+    test_ids = dataset_2d(cfg, "test").ids
     assert sorted(shares[0] + shares[1]) == sorted(test_ids) and abs(len(shares[0]) - len(shares[1])) <= 1
 
 
@@ -312,8 +319,8 @@ def csv_cfg(folder, **kw):
 def test_user_csv_with_split_column(tmp_path):
     folder = _user_csv(tmp_path)
     cfg = csv_cfg(folder, in_chans=3)
-    ds = build_2d_dataset(cfg, "train")
-    assert len(ds) == 12 and len(build_2d_dataset(cfg, "val")) == 6 and len(build_2d_dataset(cfg, "test")) == 6
+    ds = dataset_2d(cfg, "train")
+    assert len(ds) == 12 and len(dataset_2d(cfg, "val")) == 6 and len(dataset_2d(cfg, "test")) == 6
     item = ds[1]
     assert item["image"].shape == (3, 48, 48) and item["id"] == "imgs/01.png"
     assert item["label"].tolist() == [1.0, 0.0]
@@ -336,7 +343,7 @@ def test_user_csv_seeded_split_keeps_groups_together(tmp_path):
 def test_user_csv_without_class_columns_is_unlabelled(tmp_path):
     folder = _user_csv(tmp_path, with_split=False)
     (folder / "plain.csv").write_text("path\n" + "".join(f"imgs/{i:02d}.png\n" for i in range(24)))
-    ds = build_2d_dataset(csv_cfg(folder, csv="plain.csv", class_columns=None), "all", train=True)
+    ds = dataset_2d(csv_cfg(folder, csv="plain.csv", class_columns=None), "all", train=True)
     assert len(ds) == 24 and not ds.labelled
     item = ds[0]
     assert set(item) == {"image", "id"} and item["image"].shape == (1, 48, 48)

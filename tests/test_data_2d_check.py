@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from selfmedmae.data.dataset_2d import build_2d_dataset
+from selfmedmae.data import build
 from selfmedmae.data import chestxray14 as cxr
 from selfmedmae.data import csv_2d
 from selfmedmae.config.sections import DataConfig
@@ -65,7 +65,7 @@ def test_missing_image(copy):
     line = only_problem(cxr.check(cfg_for(copy)), "00000100_000.png")
     assert line.startswith("00000100_000.png: listed in ") and "train_val_list.txt" in line
     with pytest.raises(UserError, match="00000100_000.png"):
-        build_2d_dataset(cfg_for(copy), "train")
+        build(cfg_for(copy)).dataset("train", train=True)
 
 
 def test_unreadable_png(copy):
@@ -181,9 +181,6 @@ def test_user_csv_empty_split_and_missing_column(tmp_path):
 # --- through the command line ----------------------------------------------------------------------------
 
 def _cli():
-    validate = pytest.importorskip("selfmedmae.data.check")
-    if not hasattr(validate, "run"):
-        pytest.skip("selfmedmae.data.check.run is not there yet")
     from selfmedmae.cli import main
 
     return main

@@ -16,8 +16,7 @@ from selfmedmae.data.btcv import PAPER_ORGANS, published_split, read_btcv
 from selfmedmae.data.csv_folder import read_csv_folder
 from selfmedmae.data.decathlon import read_msd
 from selfmedmae.data import build
-from selfmedmae.data.loader import build_eval_dataset, build_train_dataset
-from selfmedmae.data.splits import cases_for, seeded_split, split_cases, write_splits
+from selfmedmae.data.splits import seeded_split
 from selfmedmae.data.synthetic import make_brats, make_btcv
 from selfmedmae.data.transforms_3d import eval_transforms, invert_to_input, random_suffix, train_transforms
 from selfmedmae.errors import UserError
@@ -101,6 +100,11 @@ def test_pretrain_recipe_has_no_rot90_and_no_intensity_augmentation():
         random_suffix(cfg, "linear-probe")
 
 
+def train_dataset(cfg, mode: str, split: str = "train"):
+    """The training dataset a stage builds: ``pretrain`` (every image pre-training sees) or ``finetune``."""
+    return build(cfg.data).dataset("pretrain" if mode == "pretrain" else split, train=True)
+
+
 def _first_batch(cfg, mode: str) -> dict:
     """The first batch of the training loader a stage would build (the engine's, one process)."""
     from monai.data import list_data_collate
@@ -108,7 +112,7 @@ def _first_batch(cfg, mode: str) -> dict:
     from selfmedmae.runtime.distributed import Dist
     from selfmedmae.train.engine import make_loader
 
-    loader = make_loader(build_train_dataset(cfg, mode), cfg.train.batch_size, Dist(), 0, 0, list_data_collate)
+    loader = make_loader(train_dataset(cfg, mode), cfg.train.batch_size, Dist(), 0, 0, list_data_collate)
     return next(iter(loader))
 
 
@@ -127,7 +131,7 @@ def test_btcv_train_batches(btcv_root):
 
 def test_invert_to_input_restores_the_file_grid(btcv_root):
     cfg = cfg_for("data.format=btcv", f"data.root={btcv_root}").data
-    item = cases_for(cfg, "all")[0]
+    item = build(cfg).items("all")[0]
     transforms = eval_transforms(cfg)
     data = transforms(item)
     one_hot = torch.nn.functional.one_hot(data["label"][0], 14).permute(3, 0, 1, 2).float()  # [14, *S]
@@ -169,7 +173,7 @@ def test_brats_pipeline(brats_root):
     assert batch["image"].shape == (4, 4, *ROI) and lab.shape == (4, 3, *ROI) and lab.dtype == torch.float32
     tc, wt, et = lab[:, 0] > 0, lab[:, 1] > 0, lab[:, 2] > 0
     assert bool((et <= tc).all()) and bool((tc <= wt).all()) and bool(wt.any())
-    val = build_eval_dataset(cfg, "all")[0]
+    val = build(cfg.data).dataset("all")[0]
     img = val["image"]
     assert val["label"].shape[0] == 3
     for c in range(4):  # z-score over the non-zero voxels of each channel; zeros stay zero
@@ -214,8 +218,8 @@ def test_btcv_published_splits_and_organs():
 def test_btcv_split_test_is_published_and_val_comes_from_train(btcv_root):
     cfg = cfg_for("data.format=btcv", f"data.root={btcv_root}", "data.dataset_json=transunet.json",
                   "data.val_fraction=0.5").data
-    splits = split_cases(cfg)
-    ids = {k: [c["id"] for c in v] for k, v in splits.items()}
+    data = build(cfg)
+    ids = {k: [c["id"] for c in data.items(k)] for k in ("train", "val", "test")}
     tu = published_split("transunet")
     assert set(ids["test"]) <= set(tu["test"]) and ids["test"]
     assert set(ids["train"]) | set(ids["val"]) <= set(tu["train"]) and ids["val"] and ids["train"]
@@ -246,13 +250,14 @@ def test_split_file_all_and_splits_json(tmp_path, brats_root):
     (brats_root / "my_split.json").write_text(json.dumps(
         {"train": ["BRATS_001", "./imagesTr/BRATS_002.nii.gz"], "val": ["BRATS_003"], "test": ["BRATS_004"]}))
     cfg = cfg_for("data.format=brats", f"data.root={brats_root}", "data.split_file=my_split.json").data
-    splits = split_cases(cfg)
-    assert [c["id"] for c in splits["train"]] == ["BRATS_001", "BRATS_002"]
-    assert len(splits["all"]) == 4
-    record = json.loads(write_splits(tmp_path / "run", cfg, splits).read_text())
+    data = build(cfg, tmp_path / "run")
+    assert [c["id"] for c in data.items("train")] == ["BRATS_001", "BRATS_002"]
+    assert len(data.items("all")) == 4
+    data.write_splits()
+    record = json.loads((tmp_path / "run" / "splits.json").read_text())
     assert record["val"] == ["BRATS_003"] and record["test"] == ["BRATS_004"] and "split file" in record["rule"]
     with pytest.raises(UserError, match="split"):
-        cases_for(cfg, "holdout")
+        data.items("holdout")
 
 
 def test_csv_folder(tmp_path, brats_root):
@@ -272,7 +277,7 @@ def test_training_never_writes_into_the_cache(fmt, btcv_root, brats_root):
     root = brats_root if fmt == "brats" else btcv_root
     cfg = cfg_for(f"data.format={fmt}", f"data.root={root}", "data.dataset_json=transunet.json" if fmt == "btcv"
                   else "data.dataset_json=dataset.json", "data.intensity_prob=1.0", *extra)
-    dataset = build_train_dataset(cfg, "finetune", split="all")
+    dataset = train_dataset(cfg, "finetune", split="all")
     cached = dataset._cache[0]
     before = {k: v.clone() for k, v in cached.items() if isinstance(v, torch.Tensor)}
     n_ops = len(cached["image"].applied_operations)
@@ -287,9 +292,9 @@ def test_training_never_writes_into_the_cache(fmt, btcv_root, brats_root):
 def test_extra_unlabelled_images_join_pretraining_only(brats_root):
     cfg = cfg_for("data.format=brats", f"data.root={brats_root}", "data.in_chans=4", "data.intensity=nonzero",
                   "data.spacing=[1,1,1]", "data.extra_unlabelled=dataset.json")
-    pre = build_train_dataset(cfg, "pretrain")
+    pre = train_dataset(cfg, "pretrain")
     # the train cases + the MSD test image; the json lists all 4 labelled cases again, but the val and test
     # cases stay out of pre-training (data.pretrain_on=train) and an image listed twice counts once
-    assert len(pre) == len(cases_for(cfg.data, "train")) + 1
+    assert len(pre) == len(build(cfg.data).items("train")) + 1
     assert set(pre[len(pre) - 1][0]) == {"id", "image"} and pre[len(pre) - 1][0]["image"].shape == (4, *ROI)
-    assert len(build_train_dataset(cfg, "finetune")) == len(cases_for(cfg.data, "train"))
+    assert len(train_dataset(cfg, "finetune")) == len(build(cfg.data).items("train"))

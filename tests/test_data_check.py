@@ -15,7 +15,7 @@ import pytest
 
 from selfmedmae.cli import main
 from selfmedmae.config import load_config
-from selfmedmae.data.check import check_or_raise
+from selfmedmae.data import build
 from selfmedmae.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,9 +188,9 @@ def test_check_or_raise_for_training_runs(task):
     (task / "imagesTr" / "hippocampus_004.nii.gz").unlink()
     cfg = load_config(CONFIG, [f"data.root={task}"])
     with pytest.raises(UserError, match="hippocampus_004.nii.gz: file not found"):
-        check_or_raise(cfg)
+        build(cfg.data).check_or_raise("finetune")
     shutil.copy(SAMPLE / "imagesTr" / "hippocampus_004.nii.gz", task / "imagesTr")
-    assert check_or_raise(cfg).ok
+    assert build(cfg.data).check_or_raise("finetune").ok
 
 
 def test_the_shipped_hippocampus_sample_passes(monkeypatch, capsys):

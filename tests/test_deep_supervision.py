@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +10,8 @@ from conftest import tiny_encoder
 from selfmedmae.config import ConfigError, load_config
 from selfmedmae.preflight import validate
 from selfmedmae.models.factory import build_model, model_args
-from selfmedmae.tasks.registry import Segmentation, supervised_loss, supervision_weights
+from selfmedmae.data.formats import Labels
+from selfmedmae.tasks.segmentation import Segmentation, supervised_loss, supervision_weights
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "hippocampus" / "finetune.yaml"
 
@@ -45,9 +45,7 @@ def test_every_parameter_gets_a_gradient_from_the_supervised_loss():
     torch.manual_seed(0)
     model = unetr(16).train()
     label = torch.randint(0, 3, (2, 1, 32, 32, 32))
-    run = SimpleNamespace(data=SimpleNamespace(labels=SimpleNamespace(out_channels=3, subsets={},
-                                                                      multilabel=False)))
-    Segmentation(run).loss(model(torch.randn(2, 1, 32, 32, 32)), {"label": label}).backward()
+    Segmentation(Labels(["bg", "a", "b"], False)).loss(model(torch.randn(2, 1, 32, 32, 32)), {"label": label}).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
 

@@ -11,11 +11,9 @@ import pytest
 
 from selfmedmae.cli import main
 from selfmedmae.data import build
-from selfmedmae.data.splits import cases_for
 from selfmedmae.data.synthetic import make_brats, make_btcv
 from selfmedmae.data.synthetic_2d import make_cxr14_like
 from selfmedmae.data.transforms_3d import eval_transforms
-from selfmedmae.eval.evaluate import evaluate_segmentation
 from selfmedmae.inference.forward import load_run
 from selfmedmae.metrics.dice import BRATS_HD_PENALTY_MM
 from selfmedmae.models.checkpoint import atomic_save, native
@@ -75,7 +73,15 @@ def test_evaluate_btcv_reports_the_8_organ_mean_next_to_the_13(tmp_path, btcv_ro
 
 def _preprocessed(cfg, split):
     transforms = eval_transforms(cfg.data)
-    return [transforms(item) for item in cases_for(cfg.data, split)]
+    return [transforms(item) for item in build(cfg.data).items(split)]
+
+
+def evaluate_segmentation(run, split, out_dir, figures=0):
+    """The segmentation task's metrics of ``run`` on ``split`` (what ``evaluate`` writes to metrics.json)."""
+    from selfmedmae.tasks.segmentation import Segmentation
+
+    data = build(run.cfg.data, run.run_dir)
+    return Segmentation(data.labels).evaluate(run, data, split, out_dir, figures)
 
 
 def test_known_answers_of_a_model_predicting_one_class_everywhere(tmp_path, btcv_root):

@@ -25,8 +25,15 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from selfmedmae.config import load_config  # noqa: E402
-from selfmedmae.data.check import check  # noqa: E402
+from selfmedmae.data import build  # noqa: E402
 from selfmedmae.errors import UserError  # noqa: E402
+
+
+
+def check(cfg):
+    """What ``check-data`` reports for ``cfg``: its data's check at the config's stage."""
+    return build(cfg.data).check(str(cfg.stage))
+
 
 EXAMPLES = int(os.environ.get("SELFMEDMAE_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,

@@ -202,7 +202,10 @@ def test_summary_means_subsets_and_metric_files(tmp_path):
         summarize_segmentation(cases, names, subsets={"bad": ["liver"]})
 
     summary["cases"][0]["hd95"]["organ0"] = float("nan")  # strict JSON: NaN must become null
-    text = write_metrics(dict(summary, split="test"), tmp_path)
+    from selfmedmae.tasks.segmentation import Segmentation
+
+    metrics = dict(summary, split="test")
+    text = write_metrics(metrics, tmp_path, Segmentation.rows(metrics))
     data = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
     assert data["cases"][0]["hd95"]["organ0"] is None
     assert data["subsets"]["8-organ"]["dice"] == pytest.approx(summary["subsets"]["8-organ"]["dice"])

@@ -174,13 +174,13 @@ def test_gamma_draws_each_channel_as_bgcontrast_and_keeps_its_statistics():
 
 
 def test_brats_volumes_get_regions_after_the_crop(tmp_path):
-    from selfmedmae.data.loader import build_train_dataset
+    from selfmedmae.data import build
     from selfmedmae.data.synthetic import make_brats
 
     root = make_brats(tmp_path / "brats", n=3, size=(24, 24, 20), seed=2)
     cfg = load_config(None, ["data.format=brats", f"data.root={root}", "data.in_chans=4", "data.intensity=nonzero",
                              "data.spacing=null", f"data.roi_size={ROI}", "data.num_workers=0", "data.val_fraction=0",
                              "data.augment=nnunet", "data.num_samples=2"])
-    for crop in SeededDataset(build_train_dataset(cfg, "finetune"), seed=0)[0]:
+    for crop in SeededDataset(build(cfg.data).dataset("train", train=True), seed=0)[0]:
         assert crop["image"].shape == (4, *ROI) and crop["label"].shape == (3, *ROI)  # TC, WT, ET
         assert crop["label"].dtype == torch.float32 and set(crop["label"].unique().tolist()) <= {0.0, 1.0}

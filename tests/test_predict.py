@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from selfmedmae.cli import main
-from selfmedmae.data.brats import brats_regions
+from selfmedmae.data.brats import brats_regions, regions_to_labels
 from selfmedmae.data.synthetic import make_brats, make_btcv, make_msd
 from selfmedmae.inference.forward import load_run
-from selfmedmae.eval.predict import predict_volumes, regions_to_labels
+from selfmedmae.tasks.volume_output import predict_volumes
 from tiny_runs import CXR_SAMPLE, HIPPOCAMPUS, REPO, ConstantLogits, Threshold, tiny_checkpoint
 
 CFG = REPO / "configs" / "_data"

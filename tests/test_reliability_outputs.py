@@ -92,11 +92,11 @@ def test_an_unwritable_output_folder_is_refused_before_any_case_is_computed(msd,
     assert main(["evaluate", str(ckpt), "--out", str(blocker / "sub")]) == 2
     assert "cannot create the folder" in capsys.readouterr().err
     # a folder that exists but refuses writes (simulated: tests run as root, where chmod does not bind)
-    import selfmedmae.eval.evaluate as evaluate
     import selfmedmae.outputs as outputs
+    from selfmedmae.tasks.segmentation import Segmentation
 
     computed = []
-    monkeypatch.setattr(evaluate, "evaluate_segmentation", lambda *a, **k: computed.append(1) or {})
+    monkeypatch.setattr(Segmentation, "evaluate", lambda *a, **k: computed.append(1) or {})
 
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied")

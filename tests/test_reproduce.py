@@ -144,13 +144,13 @@ def test_brats_crash_in_a_later_stage_then_rerun(tmp_path, monkeypatch, capsys):
 
 
 def test_cxr14_two_seeds_crash_in_evaluation_then_ablation_grid(tmp_path, monkeypatch):
-    import selfmedmae.eval.evaluate as evaluate
+    from selfmedmae.tasks.classification import Classification
 
     root = tmp_path / "cxr"
     make_cxr14_like(root, n_images=40, size=48, seed=1)
     out = tmp_path / "out"
     args = ["reproduce", "cxr14", f"data.root={root}", *TINY_2D, "--out", str(out), "--seeds", "2"]
-    fired = _fail_once(monkeypatch, evaluate, "evaluate_classification", lambda *a: True)
+    fired = _fail_once(monkeypatch, Classification, "evaluate", lambda *a: True)
     with pytest.raises(RuntimeError, match="injected failure"):
         main(args[:])
     assert fired

@@ -11,7 +11,7 @@ import pytest
 from selfmedmae.cli import main
 from selfmedmae.config import load_config
 from selfmedmae.data.selection import label_count, label_subset
-from selfmedmae.data.splits import pretrain_cases, split_cases, write_splits
+from selfmedmae.data import build, splits
 from selfmedmae.data.synthetic import make_msd
 from selfmedmae.errors import UserError
 
@@ -28,6 +28,24 @@ def csv_task(root: Path, n_labelled: int, n_unlabelled: int) -> Path:
 def data_cfg(root: Path, *overrides: str, stage: str = "finetune"):
     return load_config(None, [f"stage={stage}", "data.format=csv", f"data.root={root}", "data.csv=cases.csv",
                               "data.labels=[background,fg]", *overrides]).data
+
+
+def split_cases(data_cfg):
+    """The train / val / test cases of ``data_cfg``, from the one scan of its datalist."""
+    scan = build(data_cfg).scan
+    return splits.split_cases(data_cfg, scan.datalist)
+
+
+def pretrain_cases(data_cfg):
+    """(labelled, unlabelled) cases pre-training sees."""
+    scan = build(data_cfg).scan
+    return splits.pretrain_cases(data_cfg, scan.datalist, scan.extra)
+
+
+def write_splits(run_dir, data_cfg, stage="finetune"):
+    """``<run_dir>/splits.json`` as the stage writes it."""
+    build(data_cfg, run_dir).write_splits(stage)
+    return Path(run_dir) / "splits.json"
 
 
 def ids(cases):
@@ -152,20 +170,23 @@ def test_bad_selection_settings_are_refused_naming_the_key(tmp_path, override, k
 
 
 def test_2d_label_fraction_and_pretraining_pool(tmp_path):
-    from selfmedmae.data.dataset_2d import build_2d_dataset, split_ids_2d
     from selfmedmae.data.synthetic_2d import make_cxr14_like
 
     make_cxr14_like(tmp_path / "cxr", n_images=40, size=32, seed=0, full_size=False)
     base = ["data.format=cxr14", f"data.root={tmp_path / 'cxr'}", "data.spatial_dims=2", "data.image_size=32",
             "data.crop_size=24", "data.cache=none", "data.num_workers=0"]
+    def split_ids_2d(data_cfg):
+        data = build(data_cfg)
+        return {k: [r.id for r in data.items(k)] for k in ("train", "train_pool", "val", "test")}
+
     full = split_ids_2d(load_config(None, base).data)
     cfg = load_config(None, base + ["data.label_fraction=0.5", "data.label_seed=2"]).data
     part = split_ids_2d(cfg)
     assert part["val"] == full["val"] and part["test"] == full["test"] and part["train_pool"] == full["train"]
     assert len(part["train"]) == int(np.floor(len(full["train"]) * 0.5 + 0.5))
     assert set(part["train"]) < set(full["train"])
-    assert len(build_2d_dataset(cfg, "train")) == len(part["train"])
-    assert len(build_2d_dataset(cfg, "pretrain")) == len(full["train"])  # pre-training: the whole train split
+    assert len(build(cfg).dataset("train", train=True)) == len(part["train"])
+    assert len(build(cfg).dataset("pretrain", train=True)) == len(full["train"])  # pre-training: the whole train split
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ from torch import nn
 
 from selfmedmae.config import ConfigError, load_config
 from selfmedmae.preflight import validate
-from selfmedmae.eval import validation
+from selfmedmae.data.formats import Labels
+from selfmedmae.tasks import segmentation
 from selfmedmae.inference.forward import LoadedRun, mirror_axes, mirrored_logits, segment_logits, sliding_window_logits
 from selfmedmae.runtime.device import precision
 from selfmedmae.runtime.distributed import Dist
@@ -67,7 +68,7 @@ def test_a_flip_equivariant_network_is_unchanged_by_tta():
 
 def loaded(cfg, model) -> LoadedRun:
     return LoadedRun(Path("run/checkpoints/best.pt"), cfg, model, "unetr", CPU, precision("fp32", CPU),
-                     {"num_classes": 2, "encoder": {"in_chans": 1}})
+                     {"num_classes": 2, "encoder": {"in_chans": 1}}, Labels(["bg", "a"], False))
 
 
 def test_evaluate_and_predict_read_eval_tta(image):
@@ -88,11 +89,11 @@ def test_validation_passes_eval_tta(monkeypatch, image, tta):
     def spy(*args, **kwargs):
         raise Seen(kwargs.get("tta"))
 
-    monkeypatch.setattr(validation, "sliding_window_logits", spy)
+    monkeypatch.setattr(segmentation, "sliding_window_logits", spy)
     cfg = load_config(DEMO, [f"eval.tta={str(tta).lower()}"])
     item = {"image": image[0], "label": torch.zeros(1, *ROI, dtype=torch.int64), "id": "a"}
     with pytest.raises(Seen) as seen:
-        validation.validate_segmentation(Ramps(), [item], None, cfg, precision("fp32", CPU), Dist())
+        segmentation.validate(Ramps(), [item], Labels(["bg", "a"], False), cfg, precision("fp32", CPU), Dist())
     assert seen.value.args == (tta,)
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 from selfmedmae.errors import ConfigError
 
@@ -37,9 +37,10 @@ def choice(cfg: Any, key: str, choices: tuple) -> None:
 
 
 def get(cfg: Any, key: str) -> Any:
+    """The value at dotted ``key`` of a config, a dict or an object with attributes."""
     node = cfg
     for part in key.split("."):
-        node = node[part]
+        node = node[part] if isinstance(node, Mapping) or hasattr(node, "keys") else getattr(node, part)
     return node
 
 

@@ -21,6 +21,7 @@ REGIONS = ("TC", "WT", "ET")
 MSD_LABELS = ("background", "edema", "non-enhancing tumour", "enhancing tumour")
 TUMOUR_CORE = (2, 3)
 WHOLE_TUMOUR = (1, 2, 3)
+BRATS_HD_PENALTY_MM = 373.13  # diagonal of 240 x 240 x 155 at 1 mm, the BraTS value for a missing structure
 
 
 def region_labels(et_label: int = 3) -> tuple:
@@ -60,3 +61,14 @@ class BratsRegionsd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = brats_regions(d[key], self.et_label)
         return d
+
+
+def regions_to_labels(regions: torch.Tensor, et_label: int = 3) -> torch.Tensor:
+    """The inverse of :func:`brats_regions`: regions [3, *S] (TC, WT, ET; bool) -> the MSD label map
+    [1, *S] uint8: WT 1 (edema), TC without ET the tumour-core label that is not ET, ET ``et_label``."""
+    tc, wt, et = regions.bool()
+    labels = torch.zeros(regions.shape[1:], dtype=torch.uint8)
+    labels[wt] = 1
+    labels[tc] = 5 - et_label  # the tumour-core label that is not ET: 2 (MSD) or 3 (official reading)
+    labels[et] = et_label
+    return labels[None]

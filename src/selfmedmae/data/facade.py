@@ -102,10 +102,20 @@ class Data:
         ``cache`` replaces ``data.cache`` (``none`` for a single pass over the data)."""
         stage = "pretrain" if split == "pretrain" else "finetune"
         items = self.items(split, stage)[rank::world_size] if not train else self.items(split, stage)
-        cfg = self.cfg
-        if cache is not None and cache != cfg.cache:
-            cfg = OmegaConf.merge(cfg, {"cache": cache}) if OmegaConf.is_config(cfg) else replace(cfg, cache=cache)
+        cfg = self._with_cache(cache) if cache is not None else self.cfg
         return self.format.dataset(cfg, items, train, stage, self._cache_dir(), with_label)
+
+    def _with_cache(self, cache: str):
+        """The data section with ``data.cache`` replaced."""
+        cfg = self.cfg
+        if cache == cfg.cache:
+            return cfg
+        return OmegaConf.merge(cfg, {"cache": cache}) if OmegaConf.is_config(cfg) else replace(cfg, cache=cache)
+
+    def files_dataset(self, files):
+        """The evaluation preprocessing over files that are in no split (``predict``'s inputs); items carry
+        ``image`` and ``id`` (the path as given)."""
+        return self.format.files_dataset(self._with_cache("none"), [str(f) for f in files])  # one pass: no cache
 
     def _cache_dir(self) -> str:
         """``data.cache=disk``: ``data.cache_dir``, else ``<run_dir>/cache`` (a temporary folder's without one)."""

@@ -169,6 +169,11 @@ class Volumes:
             return train_dataset(data_cfg, items, stage, cache_dir)
         return eval_dataset(data_cfg, items, cache_dir, labelled)
 
+    def files_dataset(self, data_cfg, files: List[str]):
+        from selfmedmae.data.loader import eval_dataset
+
+        return eval_dataset(data_cfg, [{"id": f, "image": f} for f in files], None, with_label=False)
+
     def label_map(self, decided, data_cfg):
         """The label map [1, *S] uint8 ``predict`` writes, from the decided output [*S] (the argmax)."""
         return decided[None].to(torch.uint8)
@@ -238,6 +243,12 @@ class Images:
         from selfmedmae.data.dataset_2d import Image2DDataset
 
         return Image2DDataset(items, data_cfg, train=train, cache_dir=cache_dir)
+
+    def files_dataset(self, data_cfg, files: List[str]):
+        from selfmedmae.data.dataset_2d import Image2DDataset, Record2D
+
+        records = [Record2D(id=f, path=f, label=None, group=f) for f in files]
+        return Image2DDataset(records, data_cfg, train=False, cache_dir=None)
 
 
 FORMATS = {

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from selfmedmae.errors import UserError
+from selfmedmae.tasks import task_of_metrics
 from selfmedmae.figures.curves import plot_learning_curves, read_jsonl
 
 PRIMARY = ("val_dice_subset", "val_dice", "val_auc")  # the metric fine-tuning keeps best.pt by
@@ -46,19 +47,11 @@ def _number(v: Any) -> Optional[float]:
 
 
 def flatten(metrics: dict[str, Any]) -> dict[str, float]:
-    """The rows of one metrics.json of `evaluate` (segmentation or classification)."""
-    out: dict[str, Optional[float]] = {}
-    if metrics.get("task") == "segmentation":
-        hd = f"HD{float(metrics.get('hd_percentile', 95)):g}"
-        groups = [(name, c) for name, c in metrics.get("classes", {}).items()]
-        groups += [("mean", metrics.get("mean", {}))] + list(metrics.get("subsets", {}).items())
-        for key, label in (("dice", "Dice"), ("hd95", hd)):  # all Dice rows, then all HD rows
-            out.update({f"{label} {name}": _number(c.get(key)) for name, c in groups})
-    elif metrics.get("task") == "classification":
-        for name, v in metrics.get("labels", {}).items():
-            out[f"AUC {name}"] = _number(v.get("auc"))
-        out["AUC mean"] = _number(metrics.get("mean_auc"))
-    return {k: v for k, v in out.items() if v is not None}
+    """The rows of one metrics.json of `evaluate`, as its task names them (:meth:`Segmentation.scores`,
+    :meth:`Classification.scores`); empty for a dict of no task."""
+    task = task_of_metrics(metrics)
+    rows = task.scores(metrics) if task is not None else {}
+    return {k: float(v) for k, v in rows.items() if _number(v) is not None}
 
 
 def _lower_is_better(key: str) -> bool:

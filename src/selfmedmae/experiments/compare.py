@@ -14,20 +14,16 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from selfmedmae.eval.report import flatten
+from selfmedmae.tasks import task_of_metrics
 
 CHANCE_AUC = 0.5
 TIE = 5e-4  # |gap| below this prints as a tie (the tables show 3 decimals)
 
 
 def headline(metrics: Mapping[str, Any]) -> tuple[str, float]:
-    """The one number a run is judged by: the subset / mean Dice (segmentation) or the mean AUC."""
-    if metrics.get("task") == "classification":
-        return "mean AUC", _num(metrics.get("mean_auc"))
-    subsets = metrics.get("subsets") or {}
-    if subsets:  # BTCV: the paper reports its 8 organs
-        name, values = next(iter(subsets.items()))
-        return f"mean Dice ({name})", _num(values.get("dice"))
-    return "mean Dice", _num((metrics.get("mean") or {}).get("dice"))
+    """The one number a run is judged by, as its task says (:meth:`Segmentation.headline`)."""
+    name, value = _task(metrics).headline(metrics)
+    return name, _num(value)
 
 
 def n_evaluated(metrics: Mapping[str, Any]) -> int:
@@ -36,8 +32,16 @@ def n_evaluated(metrics: Mapping[str, Any]) -> int:
 
 
 def scored_rows(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Dice per class and their mean (segmentation), AUC per label and their mean (classification)."""
-    return {k: v for k, v in flatten(dict(metrics)).items() if k.startswith(("Dice", "AUC"))}
+    """The rows a comparison shows: Dice per class and their mean, or AUC per label and their mean."""
+    task = _task(metrics)
+    return {k: v for k, v in flatten(dict(metrics)).items() if task.compared(k)}
+
+
+def _task(metrics: Mapping[str, Any]) -> Any:
+    task = task_of_metrics(metrics)
+    if task is None:
+        raise ValueError(f"not a metrics dict of `selfmedmae evaluate` (task {metrics.get('task')!r})")
+    return task
 
 
 def _num(v: Any) -> float:

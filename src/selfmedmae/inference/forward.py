@@ -36,6 +36,8 @@ from torch import nn
 from selfmedmae.config import config_from_dict
 from selfmedmae.config.overrides import override_keys
 from selfmedmae.preflight import validate
+from selfmedmae.data.facade import build
+from selfmedmae.data.formats import Labels, format_of
 from selfmedmae.errors import UserError
 from selfmedmae.inference.decide import probabilities
 from selfmedmae.models.checkpoint import model_from, read_native
@@ -56,6 +58,7 @@ class LoadedRun:
     device: torch.device
     prec: Precision  # the autocast of the resolved run.precision
     model_args: dict  # as saved: {"encoder": {..., "in_chans"}, "num_classes", ...}
+    labels: Labels  # the classes of the model's outputs
 
     @property
     def num_classes(self) -> int:
@@ -105,14 +108,31 @@ def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> Lo
     # the saved run.device describes the machine the run was trained on: only an override counts here
     device = device_for(cfg.run.device if "run.device" in given else "auto")
     prec = inference_precision(str(cfg.run.precision), device, asked="run.precision" in given)
-    return LoadedRun(path, cfg, model.to(device), kind, device, prec, dict(ckpt["model_args"]))
+    args = dict(ckpt["model_args"])
+    labels = _labels(ckpt, cfg, int(args["num_classes"]), run_dir_of(path))
+    return LoadedRun(path, cfg, model.to(device), kind, device, prec, args, labels)
 
 
-def check_outputs(run: LoadedRun, n_expected: int, what: str) -> None:
+def _labels(ckpt: dict, cfg: DictConfig, n_out: int, run_dir: Path) -> Labels:
+    """The checkpoint's classes; for a checkpoint from before they were saved, the data's when they can be
+    read and fit the outputs, else generic names."""
+    if isinstance(ckpt.get("labels"), dict):
+        return Labels.from_dict(ckpt["labels"])
+    try:
+        labels = build(cfg.data, run_dir).labels
+        if labels.out_channels == n_out:
+            return labels
+    except UserError:  # the training data may not be on this machine
+        pass
+    return Labels.generic(n_out, format_of(cfg.data).multilabel)
+
+
+def check_outputs(run: LoadedRun, labels: Labels) -> None:
     """The model's output channels must match the data's classes (a config override may change the data)."""
-    if run.num_classes != n_expected:
-        raise UserError(f"{run.checkpoint}: the model has {run.num_classes} outputs but the data has {n_expected} "
-                        f"{what}; was data.* overridden with another dataset?")
+    if run.num_classes != labels.out_channels:
+        what = "regions" if labels.multilabel and run.kind == "unetr" else "labels" if labels.multilabel else "classes"
+        raise UserError(f"{run.checkpoint}: the model has {run.num_classes} outputs but the data has "
+                        f"{labels.out_channels} {what}; was data.* overridden with another dataset?")
 
 
 def segment_logits(run: LoadedRun, image: torch.Tensor) -> torch.Tensor:

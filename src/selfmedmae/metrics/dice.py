@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance
 
+from selfmedmae.data.brats import BRATS_HD_PENALTY_MM
 from selfmedmae.inference.decide import decide, probabilities
 from selfmedmae.metrics.auc import multilabel_auc, roc_auc, roc_curve  # noqa: F401  (re-exported)
 from selfmedmae.metrics.table import metrics_markdown
@@ -52,7 +53,6 @@ __all__ = ["BRATS_HD_PENALTY_MM", "CaseScores", "dice_scores", "class_means", "m
            "segmentation_scores", "summarize_segmentation", "write_metrics", "metrics_markdown", "roc_auc",
            "roc_curve", "multilabel_auc"]
 
-BRATS_HD_PENALTY_MM = 373.13  # diagonal of 240 x 240 x 155 at 1 mm, the BraTS value for a missing structure
 
 Spacing = Sequence[float] | Sequence[Sequence[float]]
 
@@ -256,11 +256,12 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def write_metrics(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
-    """Write `metrics.json` (strict JSON, NaN as null) and `metrics.md` into out_dir; return the markdown text."""
+def write_metrics(metrics: Mapping[str, Any], out_dir: str | Path, rows: Sequence[str] = ()) -> str:
+    """Write `metrics.json` (strict JSON, NaN as null) and `metrics.md` (the context lines and the table
+    ``rows``) into out_dir; return the markdown text."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
-    text = metrics_markdown(metrics)
+    text = metrics_markdown(metrics, rows)
     (out / "metrics.md").write_text(text)
     return text

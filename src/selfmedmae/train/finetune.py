@@ -18,7 +18,7 @@ from selfmedmae.models.factory import build_model, model_args
 from selfmedmae.models.initialise import initialise
 from selfmedmae.train import lifecycle
 from selfmedmae.runtime.distributed import cleanup
-from selfmedmae.tasks.registry import TASKS
+from selfmedmae.tasks import task_named
 from selfmedmae.figures.tb_images import overlay_panel
 from selfmedmae.train.trainer import Trainer
 
@@ -28,7 +28,7 @@ def run(cfg: DictConfig) -> int:
     run_ = lifecycle.start(cfg, "finetune")
     ctx, tcfg, data = run_.ctx, cfg.train, run_.data
     try:
-        task = TASKS[cfg.task](run_)
+        task = task_named(cfg.task)(data.labels)
         args = model_args(task.kind, cfg.model, data.input_size, data.in_chans, task.num_classes)
         model = build_model(task.kind, args)
         if not cfg.run.resume:
@@ -38,8 +38,10 @@ def run(cfg: DictConfig) -> int:
         model.to(ctx.device)
         trainer = Trainer(run_, task.kind, args, model, data.dataset("train", train=True), tcfg.layer_decay)
         trainer.extra["best"] = float(trainer.start.get("best", float("-inf")))
+        labels = data.labels.to_dict()  # in best.pt and last.pt: evaluate and predict need no training data
+        trainer.extra["labels"] = labels
         snapshot: dict = {}  # filled by each segmentation validation with its first volume's slice
-        validate = task.validation(model, trainer.plan.micro_batch, snapshot)
+        validate = task.validation(model, data, cfg, run_.prec, ctx, trainer.plan.micro_batch, snapshot)
 
         def loss_fn(batch: dict, micro: int) -> tuple[torch.Tensor, int]:
             logits = trainer.net(batch["image"].to(ctx.device, non_blocking=True))
@@ -57,7 +59,7 @@ def run(cfg: DictConfig) -> int:
                 trainer.log.add_image("val/overlay", overlay_panel(**snapshot), step)  # image | label | prediction
             if ctx.is_main and scores[task.metric] > best:
                 trainer.extra["best"] = scores[task.metric]
-                atomic_save(native(task.kind, args, model.state_dict(), config=to_dict(cfg),
+                atomic_save(native(task.kind, args, model.state_dict(), config=to_dict(cfg), labels=labels,
                                    epoch=epoch + 1, metric={task.metric: scores[task.metric], **scores}),
                             run_.checkpoints / "best.pt")
 
