@@ -23,7 +23,7 @@ LAYERS = [
     ("metrics",),
     ("figures",),
     ("tasks",),
-    ("train", "eval", "export"),
+    ("train", "eval"),
     ("experiments",),
     ("cli",),
     ("__main__", PACKAGE),  # the package root re-exports load_model

@@ -29,30 +29,12 @@ def _finetune(args: argparse.Namespace) -> int:
     return finetune.run(load_config(args.config, args.overrides))
 
 
-MAX_WARNINGS = 10  # warnings check-data prints; problems are always all printed
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    """Every problem and 2, or the summary and 0: the check the stages run first thing (train/lifecycle)."""
-    from selfmedmae.config import load_config
-    from selfmedmae.data import build
-    from selfmedmae.preflight import validate
+    from selfmedmae.preflight import check_data_command
 
-    cfg = load_config(args.config, args.overrides)
-    validate(cfg, "check-data")
-    report = build(cfg.data).check(str(cfg.stage))
-    for warning in report.warnings[:MAX_WARNINGS]:
-        print(f"warning: {warning}", file=sys.stderr)
-    if len(report.warnings) > MAX_WARNINGS:
-        print(f"warning: ... and {len(report.warnings) - MAX_WARNINGS} more warning(s)", file=sys.stderr)
-    if report.problems:
-        for problem in report.problems:
-            print(problem, file=sys.stderr)
-        print(f"check-data: {len(report.problems)} problem(s) found", file=sys.stderr)
-        return 2
-    print("\n".join(report.summary))
-    print(f"check-data: OK ({len(report.warnings)} warning(s))")
-    return 0
+    return check_data_command(args.config, args.overrides)
 
 
 def _convert(args: argparse.Namespace) -> int:

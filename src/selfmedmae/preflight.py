@@ -167,3 +167,31 @@ def validate(cfg: Any, command: str) -> None:
         check_precision(str(cfg.run.precision), device_for(cfg.run.device))
     if stage == "finetune":
         check_init(str(cfg.init), len(input_shape(cfg)), input_key(cfg), may_be_missing=command == "check-data")
+
+
+MAX_WARNINGS = 10  # warnings check-data prints; problems are always all printed
+
+
+def check_data_command(config: Any, overrides: Any = ()) -> int:
+    """``selfmedmae check-data CONFIG``: every problem of the files and 2, or the summary and 0; the same
+    check the training stages run first thing."""
+    import sys
+
+    from selfmedmae.config import load_config
+    from selfmedmae.data import build
+
+    cfg = load_config(config, list(overrides))
+    validate(cfg, "check-data")
+    report = build(cfg.data).check(str(cfg.stage))
+    for warning in report.warnings[:MAX_WARNINGS]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if len(report.warnings) > MAX_WARNINGS:
+        print(f"warning: ... and {len(report.warnings) - MAX_WARNINGS} more warning(s)", file=sys.stderr)
+    if report.problems:
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        print(f"check-data: {len(report.problems)} problem(s) found", file=sys.stderr)
+        return 2
+    print("\n".join(report.summary))
+    print(f"check-data: OK ({len(report.warnings)} warning(s))")
+    return 0

@@ -26,7 +26,7 @@ from typing import Optional
 
 from selfmedmae.experiments.compare import compare, markdown
 from selfmedmae.errors import UserError
-from selfmedmae.experiments.stages import cli, evaluate, train
+from selfmedmae.experiments.stages import check_data, evaluate, predict, train
 
 DEMOS = {
     "hippocampus": dict(data="configs/_data/hippocampus.yaml", pre="configs/hippocampus/pretrain.yaml",
@@ -82,7 +82,7 @@ def run_demo(name: str, seeds: int, times: list[tuple[str, float]]) -> str:
 
     d = DEMOS[name]
     fine_cfg, pre_cfg = load_config(d["fine"]), load_config(d["pre"])
-    _timed(times, f"{name}: check the data", cli(["check-data", d["data"]], f"{name}: check the data"))
+    _timed(times, f"{name}: check the data", check_data(d["data"], f"{name}: check the data"))
     title = f"{name}: MAE self pre-training"
     # The first from-scratch fine-tuning needs no MAE: it runs beside the pre-training, each on one core.
     # Small models use two cores poorly, so the pair finishes sooner than one after the other.
@@ -106,9 +106,8 @@ def run_demo(name: str, seeds: int, times: list[tuple[str, float]]) -> str:
     out = Path(d["runs"]) / "predict"
     if d["predict"] and not _newer(out, Path(best)):
         _timed(times, f"{name}: prediction on a scan",
-               cli(["predict", best, d["predict"], "--out", str(out), "--figures",
-                    *(["--overwrite"] if out.is_dir() and any(out.iterdir()) else [])],  # an older best.pt's
-                   f"{name}: prediction on a scan"))
+               predict(best, [d["predict"]], out, f"{name}: prediction on a scan", figures=True,
+                       overwrite=out.is_dir() and any(out.iterdir())))  # the results of an older best.pt
     return report(name, d, compare(metrics["mae"], metrics["scratch"]), seeds)
 
 

@@ -22,9 +22,8 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -34,6 +33,7 @@ from selfmedmae.config.overrides import parse_overrides
 from selfmedmae.errors import UserError
 from selfmedmae.eval.evaluate import run as evaluate
 from selfmedmae.experiments.reproduce_table import write_tables
+from selfmedmae.experiments.stages import stage_run
 from selfmedmae.runtime.distributed import cleanup, setup
 
 DATASETS = ("btcv", "brats", "cxr14")
@@ -245,8 +245,7 @@ def run_stage(stage: Stage, journal: Journal, configs: StageConfigs, figures: in
         journal.event(stage, "resume", from_epoch=epoch)
     else:
         journal.event(stage, "run")
-    stage_fn: Callable = import_module(f"selfmedmae.train.{stage.kind}").run
-    stage_fn(configs.get(stage, resume))
+    stage_run(stage.kind)(configs.get(stage, resume))
 
 
 def run(opts: Options) -> int:

@@ -1,8 +1,9 @@
-"""Running the CLI's stages from Python to completion, resumably: what ``make demo`` and ``selfmedmae curve``
+"""Running the stages from Python to completion, resumably: what ``make demo`` and ``selfmedmae curve``
 share. A finished run is reused, an interrupted one resumed, a fresh one started; a run folder that holds a
 run of other settings is refused, never overwritten.
 
-Each stage runs through :func:`selfmedmae.cli.main`, exactly as a user's command would.
+Each stage is called as its command calls it (the same config loading and stage function), and printed as
+the command line that would run it.
 """
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ import gc
 import json
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from omegaconf import OmegaConf
 
-from selfmedmae.cli import main
 from selfmedmae.config import config_from_dict, load_config, to_dict
 from selfmedmae.config.identity import run_differences
-from selfmedmae.errors import UserError
+from selfmedmae.errors import Stopped, UserError
+
 
 def resume_overrides(run_dir: str | Path) -> list[str]:
     """``run.resume=auto``: continue the run the folder holds (its settings were checked to be these), or
@@ -53,15 +54,51 @@ def check_same_settings(config: str | Path, overrides: Sequence[str], run_dir: s
                         "move it away or choose another output folder (nothing was changed)")
 
 
-def cli(argv: Sequence[str], title: str) -> float:
-    """Run one command; its wall time in seconds. A failure stops with the command's own message above."""
-    print(f"\n=== {title}: selfmedmae {' '.join(argv)}", flush=True)
+def command(argv: Sequence[str], title: str, call: Callable[[], int]) -> float:
+    """Run one stage (``call``, what the command ``selfmedmae ARGV`` runs); its wall time in seconds. A
+    problem stops the whole job with the stage's own message, naming the stage."""
+    print(f"\n=== {title}: selfmedmae {' '.join(map(str, argv))}", flush=True)
     t0 = time.perf_counter()
-    code = main(list(argv))
-    gc.collect()  # the finished stage's datasets, caches and loader workers go before the next one starts
+    try:
+        code = call()
+    except Stopped:
+        raise
+    except UserError as exc:
+        raise UserError(f"stopped at '{title}': {exc}") from None
+    finally:
+        gc.collect()  # the finished stage's datasets, caches and loader workers go before the next one starts
     if code != 0:
-        raise UserError(f"stopped: '{title}' exited with code {code} (its message is above)")
+        raise UserError(f"stopped: '{title}' exited with code {code}")
     return time.perf_counter() - t0
+
+
+def check_data(config: str | Path, title: str) -> float:
+    """``selfmedmae check-data CONFIG``: every problem of the data before any stage starts."""
+    from selfmedmae.preflight import check_data_command
+
+    return command(["check-data", config], title, lambda: check_data_command(config, []))
+
+
+def predict(checkpoint: str | Path, inputs: Sequence[str], out: Path, title: str, figures: bool = False,
+            overwrite: bool = False) -> float:
+    """``selfmedmae predict CHECKPOINT INPUT... --out OUT``."""
+    from selfmedmae.eval import predict as predict_stage
+
+    argv = ["predict", checkpoint, *inputs, "--out", out] + (["--figures"] if figures else []) + (
+        ["--overwrite"] if overwrite else [])
+    return command(argv, title, lambda: predict_stage.run(checkpoint, list(inputs), out, probs=False,
+                                                          figures=figures, overrides=[], overwrite=overwrite))
+
+
+def stage_run(stage: str) -> Callable:
+    """The ``run(cfg)`` of a training stage."""
+    if stage == "pretrain":
+        from selfmedmae.train import pretrain
+
+        return pretrain.run
+    from selfmedmae.train import finetune
+
+    return finetune.run
 
 
 def train(stage: str, config: str | Path, overrides: Sequence[str], run_dir: str | Path, epochs: int,
@@ -72,7 +109,8 @@ def train(stage: str, config: str | Path, overrides: Sequence[str], run_dir: str
     if epochs_done(run_dir) >= epochs and final.is_file():
         print(f"=== {title}: already done ({run_dir})", flush=True)
         return None
-    return cli([stage, str(config), *overrides, f"run.dir={run_dir}", *resume_overrides(run_dir)], title)
+    sets = [*overrides, f"run.dir={run_dir}", *resume_overrides(run_dir)]
+    return command([stage, config, *sets], title, lambda: stage_run(stage)(load_config(config, sets)))
 
 
 def evaluate(run_dir: str | Path, split: str, title: str, figures: int = 0) -> dict:
@@ -83,6 +121,9 @@ def evaluate(run_dir: str | Path, split: str, title: str, figures: int = 0) -> d
     metrics = out / "metrics.json"
     if not (metrics.is_file() and best.is_file() and metrics.stat().st_mtime >= best.stat().st_mtime):
         again = ["--overwrite"] if out.is_dir() and any(out.iterdir()) else []  # results of an older best.pt
-        cli(["evaluate", str(best), f"eval.split={split}", "--out", str(out), "--figures", str(figures), *again],
-            title)
+        from selfmedmae.eval import evaluate as evaluate_stage
+
+        sets = [f"eval.split={split}"]
+        command(["evaluate", best, *sets, "--out", out, "--figures", figures, *again], title,
+                lambda: evaluate_stage.run(best, sets, out=out, figures=figures, overwrite=bool(again)))
     return json.loads(metrics.read_text())
