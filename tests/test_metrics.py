@@ -8,13 +8,11 @@ import pytest
 import torch
 
 from selfmedmae.data.btcv import PAPER_ORGANS
+from selfmedmae.metrics.auc import multilabel_auc, roc_auc, roc_curve
 from selfmedmae.metrics.dice import (
     BRATS_HD_PENALTY_MM,
-    multilabel_auc,
     onehot_from_labelmap,
     onehot_from_logits,
-    roc_auc,
-    roc_curve,
     segmentation_scores,
     summarize_segmentation,
     write_metrics,

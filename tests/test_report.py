@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from selfmedmae.cli import main
-from selfmedmae.metrics.dice import CaseScores, multilabel_auc, summarize_segmentation, write_metrics
+from selfmedmae.metrics.auc import multilabel_auc
+from selfmedmae.metrics.dice import CaseScores, summarize_segmentation, write_metrics
 from selfmedmae.eval.report import best_validation, flatten, unique_names
 
 CLASSES = ("Anterior", "Posterior")

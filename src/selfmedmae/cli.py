@@ -121,7 +121,7 @@ def _numbers(kind: type) -> Callable[[str], list]:
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
-    from selfmedmae.experiments.reproduce import DATASETS, KINDS
+    from selfmedmae.experiments import REPRODUCE_DATASETS as DATASETS, REPRODUCE_KINDS as KINDS
 
     p = sub.add_parser("reproduce", help="a table of the paper: pre-train, fine-tune (MAE / scratch / ImageNet) "
                                          "over seeds, evaluate, compare",

@@ -38,7 +38,6 @@ from monai.transforms import (
 
 from selfmedmae.data.brats import BratsRegionsd
 from selfmedmae.data.nifti_reader import TorchCopyNibabelReader
-from selfmedmae.data.nnunet_3d import nnunet_crops, nnunet_intensity, nnunet_mirrors
 from selfmedmae.data.resample import SeparableSpacingd
 from selfmedmae.data.settings import AUGMENTS
 
@@ -185,6 +184,7 @@ def nnunet_suffix(cfg, labelled: bool = True) -> List:
     late intensity step, nnU-Net's intensity augmentations, mirroring (:mod:`selfmedmae.data.nnunet_3d`)."""
     if not labelled:
         raise ValueError("data.augment: nnunet crops around labels; it needs labelled volumes")
+    from selfmedmae.data.nnunet_3d import nnunet_crops, nnunet_intensity, nnunet_mirrors  # only this recipe
     keys = ["image", "label"]
     t: List = [nnunet_crops(cfg, keys, INDEX_KEYS)]  # copies out of the cached volume: no Detachd needed
     if cfg.format == "brats":

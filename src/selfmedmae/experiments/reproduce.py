@@ -33,12 +33,13 @@ from selfmedmae.config.overrides import parse_overrides
 from selfmedmae.errors import UserError
 from selfmedmae.eval.evaluate import run as evaluate
 from selfmedmae.experiments.reproduce_table import write_tables
+from selfmedmae.experiments import REPRODUCE_DATASETS, REPRODUCE_KINDS
 from selfmedmae.experiments.stages import stage_run
 from selfmedmae.runtime.distributed import cleanup, setup
 
-DATASETS = ("btcv", "brats", "cxr14")
+DATASETS = REPRODUCE_DATASETS
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # a source checkout's configs/
-KINDS = ("pretrain", "finetune", "evaluate", "report")
+KINDS = REPRODUCE_KINDS
 OWNED = ("run.dir", "run.seed", "run.resume", "init", "stage")  # keys reproduce sets itself
 # An ablation grid of our choosing: the paper's Table 3 grid is not stated in our sources. 0.75 is the
 # paper's ratio, 0.125 the one the official scripts pass; epochs are fractions of the config's schedule.

@@ -46,12 +46,10 @@ from monai.metrics import compute_hausdorff_distance
 
 from selfmedmae.data.brats import BRATS_HD_PENALTY_MM
 from selfmedmae.inference.decide import decide, probabilities
-from selfmedmae.metrics.auc import multilabel_auc, roc_auc, roc_curve  # noqa: F401  (re-exported)
 from selfmedmae.metrics.table import metrics_markdown
 
 __all__ = ["BRATS_HD_PENALTY_MM", "CaseScores", "dice_scores", "class_means", "mean_over", "onehot_from_logits", "onehot_from_labelmap",
-           "segmentation_scores", "summarize_segmentation", "write_metrics", "metrics_markdown", "roc_auc",
-           "roc_curve", "multilabel_auc"]
+           "segmentation_scores", "summarize_segmentation", "write_metrics", "metrics_markdown"]
 
 
 Spacing = Sequence[float] | Sequence[Sequence[float]]

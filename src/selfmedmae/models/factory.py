@@ -14,7 +14,6 @@ from torch import nn
 from selfmedmae.models.classifier import ViTClassifier
 from selfmedmae.models.mae import MAE
 from selfmedmae.models.presets import sizes
-from selfmedmae.models.primus import PrimusSegmenter
 from selfmedmae.models.unetr import UNETR
 from selfmedmae.models.vit import ViT
 
@@ -45,6 +44,8 @@ def segmenter(encoder: ViT, args: dict[str, Any]) -> nn.Module:
     decoder = args.get("decoder", "unetr")  # absent in checkpoints written before the choice existed
     channels_last = bool(args.get("channels_last", False))
     if decoder == "primus":
+        from selfmedmae.models.primus import PrimusSegmenter  # imported only by the runs that use it
+
         return PrimusSegmenter(encoder, args["num_classes"], args.get("feature_size", 16), channels_last)
     if decoder != "unetr":
         raise ValueError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")

@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 
 from selfmedmae.data.formats import Labels
 from selfmedmae.errors import UserError
-from selfmedmae.figures.overlay import plot_segmentation_overlay
 from selfmedmae.figures.tb_images import slice_of
 from selfmedmae.inference.forward import LoadedRun, segment_logits, sliding_window_logits
 from selfmedmae.metrics.dice import (CaseScores, class_means, mean_over, onehot_from_labelmap, onehot_from_logits,
@@ -162,6 +161,8 @@ class Segmentation:
             raise UserError(f"{cfg.data.root}: split {split!r} has no labelled cases")
         loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=int(cfg.data.num_workers),
                             collate_fn=_first)
+        from selfmedmae.figures.overlay import plot_segmentation_overlay  # evaluate only, not training
+
         cases = []
         for i, item in enumerate(progress_iter(loader, len(dataset), f"evaluate {split}", "case")):
             image, label, case_id = item["image"], item["label"], str(item["id"])
