@@ -20,7 +20,7 @@ import torch
 
 from selfmedmae.config.rules import choice, err, in_range, positive
 from selfmedmae.data.formats import check_data_settings, check_task, input_key, input_shape
-from selfmedmae.models.factory import DECODERS
+from selfmedmae.models.factory import DECODERS, HEAD_KINDS, SLIDING_WINDOW_KINDS
 from selfmedmae.models.initialise import check_init
 from selfmedmae.models.presets import check_heads, sizes as model_sizes
 from selfmedmae.runtime.device import check_precision, device_for
@@ -58,7 +58,7 @@ def check_model(cfg: Any, command: str) -> None:
         positive(cfg, "model.decoder_embed_dim")
         positive(cfg, "model.decoder_depth")
         check_heads(int(cfg.model.decoder_embed_dim), int(cfg.model.decoder_num_heads), "model.decoder_num_heads")
-    if command == "finetune" and cfg.task == "segmentation":
+    if command == "finetune" and HEAD_KINDS.get(cfg.task) == "unetr":  # the decoder's own limits
         check_decoder(cfg, patch, sizes["depth"])
 
 
@@ -130,7 +130,7 @@ def check_eval(cfg: Any) -> None:
     in_range(cfg, "eval.overlap", 0.0, 1.0)
     positive(cfg, "eval.sw_batch_size")
     choice(cfg, "eval.tta", (True, False))
-    if cfg.eval.tta and cfg.task != "segmentation":
+    if cfg.eval.tta and HEAD_KINDS.get(cfg.task) not in SLIDING_WINDOW_KINDS:
         raise err("eval.tta", "mirroring is for segmentation's sliding-window inference; "
                               f"task {cfg.task} has none (set eval.tta=false)")
     in_range(cfg, "eval.hd_percentile", 0.0, 100.0, hi_open=False, lo_open=True)

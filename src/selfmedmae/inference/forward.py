@@ -41,10 +41,11 @@ from selfmedmae.data.formats import Labels, format_of
 from selfmedmae.errors import UserError
 from selfmedmae.inference.decide import probabilities
 from selfmedmae.models.checkpoint import model_from, read_native
+from selfmedmae.models.factory import HEAD_KINDS
 from selfmedmae.runtime.device import Precision, device_for, inference_precision
 from selfmedmae.runtime.log import progress_iter
 
-KINDS = {"unetr": "segmentation", "classifier": "classification"}
+KINDS = {kind: task for task, kind in HEAD_KINDS.items()}  # the task of each fine-tuned checkpoint kind
 
 
 @dataclass

@@ -18,6 +18,8 @@ from selfmedmae.models.unetr import UNETR
 from selfmedmae.models.vit import ViT
 
 KINDS = ("vit", "mae", "classifier", "unetr")
+HEAD_KINDS = {"segmentation": "unetr", "classification": "classifier"}  # the fine-tuned model kind of each task
+SLIDING_WINDOW_KINDS = ("unetr",)  # kinds inferred window by window over a whole volume
 DECODERS = ("unetr", "primus")  # the unetr kind's segmentation decoders (model.decoder)
 MAE_ARGS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads", "mask_ratio", "norm_pix_loss",
             "norm_pix_unbiased")
