@@ -205,19 +205,13 @@ def _paired_table(a: Any, b: Any) -> tuple[np.ndarray, int]:
     return _case_table(a - b, "a - b")  # NaN in either side gives NaN in the difference
 
 
-def _sign_flips(rng: np.random.Generator, n: int, n_perm: int) -> tuple[np.ndarray, bool]:
-    """Rows of +-1 signs per case: all 2**n of them when that is at most n_perm (exact test), else n_perm drawn."""
-    if n < 31 and 2 ** n <= n_perm:
-        codes = np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]
-        return ((codes & 1) * 2 - 1).astype(np.float64), True
-    return (rng.integers(0, 2, size=(n_perm, n)) * 2 - 1).astype(np.float64), False
-
-
 def _sign_flip_p(table: np.ndarray, n_perm: int, rng: np.random.Generator) -> float:
     """Two-sided p of the paired sign-flip permutation test of the mean-of-class-means of the differences.
 
     Under "no difference" each case's pair (a, b) is exchangeable, so its row of differences may flip sign.
-    Flipping does not change which entries are defined, so the statistic is linear in the signs.
+    Flipping does not change which entries are defined, so the statistic is linear in the signs. All 2**n sign
+    patterns are enumerated (exact p) when that is at most n_perm; otherwise n_perm random patterns are drawn
+    and p = (hits + 1) / (n_perm + 1).
     """
     n = table.shape[0]
     ok = np.isfinite(table)
@@ -226,10 +220,15 @@ def _sign_flip_p(table: np.ndarray, n_perm: int, rng: np.random.Generator) -> fl
     unit = np.where(ok, table, 0.0)[:, defined] / counts[defined]  # [n, classes]: contribution per case
     observed = abs(float(unit.sum(axis=0).mean()))
     tol = 1e-12 * max(1.0, observed)
-    signs, exact = _sign_flips(rng, n, n_perm)
-    flipped = np.abs((signs @ unit).mean(axis=1))  # [n_perm]: the statistic under each set of flips
-    hits = int((flipped >= observed - tol).sum())
-    return hits / signs.shape[0] if exact else (hits + 1) / (signs.shape[0] + 1)
+    if n < 31 and 2 ** n <= n_perm:
+        codes = np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]
+        flipped = np.abs((((codes & 1) * 2 - 1) @ unit).mean(axis=1))
+        return float((flipped >= observed - tol).mean())
+    hits, per = 0, max(1, _BLOCK // n)
+    for start in range(0, n_perm, per):
+        signs = rng.integers(0, 2, size=(min(per, n_perm - start), n)) * 2 - 1
+        hits += int((np.abs((signs @ unit).mean(axis=1)) >= observed - tol).sum())
+    return (hits + 1) / (n_perm + 1)
 
 
 def paired_bootstrap_diff(a: Any, b: Any, *, n_boot: int = 2000, level: float = 0.95,
@@ -387,7 +386,8 @@ def _label_inputs(Y: Any, scores: Sequence[Any], names: Sequence[str]) -> tuple[
     y = np.asarray(Y, dtype=np.float64)
     mats = [np.asarray(s, dtype=np.float64) for s in scores]
     if y.ndim != 2 or any(s.shape != y.shape for s in mats):
-        raise ValueError(f"Y and scores must all be [images, labels], got {[list(y.shape)] + [list(s.shape) for s in mats]}")
+        shapes = [list(y.shape)] + [list(s.shape) for s in mats]
+        raise ValueError(f"Y and scores must all be [images, labels], got shapes {shapes}")
     if len(names) != y.shape[1]:
         raise ValueError(f"{len(names)} label names for {y.shape[1]} columns")
     if not np.all((y == 0) | (y == 1)):
@@ -427,11 +427,10 @@ def _boot_label_aucs(y: np.ndarray, mats: list[np.ndarray], cols: list[int], n_b
     return out
 
 
-def _label_sets(labels: dict[str, dict[str, Any]], key: str, names: Sequence[str],
-                min_positives: int) -> tuple[list[int], list[int]]:
-    """Columns with a defined value under `key`, and those of them with at least min_positives positives."""
+def _label_sets(labels: dict[str, dict[str, Any]], key: str, names: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Columns with a defined value under `key`, and those of them not flagged "few_positives"."""
     defined = [k for k, name in enumerate(names) if math.isfinite(labels[name][key])]
-    eligible = [k for k in defined if labels[names[k]]["positives"] >= min_positives]
+    eligible = [k for k in defined if not labels[names[k]]["few_positives"]]
     return defined, eligible
 
 
@@ -461,7 +460,7 @@ def multilabel_auc_ci(Y: Any, S: Any, names: Sequence[str], *, min_positives: in
         r = delong_auc_ci(y[:, k].astype(float), s[:, k], level=level)
         labels[name] = {key: r[key] for key in ("auc", "lo", "hi", "se", "positives", "negatives")}
         labels[name]["few_positives"] = r["positives"] < min_positives
-    defined, eligible = _label_sets(labels, "auc", names, min_positives)
+    defined, eligible = _label_sets(labels, "auc", names)
     (reps,) = _boot_label_aucs(y, [s], defined, n_boot, seed) if defined else (np.zeros((n_boot, 0)),)
     means = {}
     for key, cols in (("mean_all", defined), ("mean_eligible", eligible)):
@@ -499,7 +498,7 @@ def paired_multilabel_auc(Y: Any, S_a: Any, S_b: Any, names: Sequence[str], *, m
     for k, name in enumerate(names):
         labels[name] = delong_paired(y[:, k].astype(float), sa[:, k], sb[:, k], level=level)
         labels[name]["few_positives"] = labels[name]["positives"] < min_positives
-    defined, eligible = _label_sets(labels, "diff", names, min_positives)
+    defined, eligible = _label_sets(labels, "diff", names)
     reps_a, reps_b = (_boot_label_aucs(y, [sa, sb], defined, n_boot, seed) if defined
                       else (np.zeros((n_boot, 0)), np.zeros((n_boot, 0))))
     means = {}
