@@ -313,7 +313,7 @@ def fastest_rows(rows: list[dict]) -> list[list]:
     best_of: dict = {}
     for r in rows:
         key = (r["case"], r["batch"], r["mask"], r["model"])
-        if "step" in r and (key not in best_of or r["step"] < best_of[key]["step"]):
+        if "step" in r and (best_of.get(key) is None or r["step"] < best_of[key]["step"]):
             best_of[key] = r
         best_of.setdefault(key, None)
     out = []
