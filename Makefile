@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv install test demo curve bench soak clean
+.PHONY: venv install test demo curve bench gpu-check soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ curve: install
 bench: install
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/run.py $(BENCH)
+
+# One prepared check on a CUDA machine (about 8 min; results and logs in $(OUT), default gpu_check_out/);
+# the wheels it installs come from `bash benchmarks/gpu_wheels.sh`. GPU_CHECK="--dry-run" runs it on the CPU.
+OUT ?= gpu_check_out
+gpu-check:
+	OUT=$(OUT) bash benchmarks/gpu_check.sh $(GPU_CHECK)
 
 # kill -9 small runs at random moments, resume each time, compare with an uninterrupted run (minutes)
 soak: install

@@ -17,9 +17,18 @@ with the per-tensor loop it used before (commit 82b3508), MONAI with ``torch.opt
 (what a MONAI user writes; on a CPU that is the same loop) and MONAI with ``fused=True``. "MONAI best" is
 the faster of the two MONAI rows.
 
+Precisions: ``fp32``, ``bf16`` (autocast) and ``fp16`` (autocast with a ``GradScaler``, as training's
+``run.precision=fp16``: the loss is scaled and the row's AdamW steps through the scaler; the second AdamW,
+timing only, steps on the gradients as the scaler left them). An update the scaler skips (inf gradients,
+while its scale settles in the first steps) is counted and named in the AdamW column, since it times no
+update. A model that fails under a precision (MONAI's MaskedAutoEncoderViT under bf16 autocast, say) gets
+a "did not run" row with the error.
+
 FLOPs of a step are counted by ``torch.utils.flop_counter.FlopCounterMode`` during the warm-up step
-(with the math attention backend, whose matmuls it can count); the FLOP floor is those FLOPs at the
-matmul peak measured in the same run for the precision used.
+(with the math attention backend, whose matmuls it can count); the FLOP floor is our step's FLOPs at the
+matmul peak measured in the same run for the precision used (the bf16 peak for fp16). MFU (model FLOPs
+utilisation) is a row's counted FLOPs per second over the best matmul peak of the run in any precision
+(bf16 on a GPU): the share of the hardware's fastest matmul rate that the step reaches.
 """
 from __future__ import annotations
 
@@ -67,6 +76,21 @@ def cases(quick: bool) -> list[Case]:
             Case("demo (hippocampus)", "configs/hippocampus/pretrain.yaml", 16, 0.75)]
 
 
+def case_from_key(key: str, quick: bool) -> Case:
+    """A case named by its key, also at a batch or mask ratio the list lacks: ``3d_b32_m0.75`` is the first
+    3D case of :func:`cases` (its config and overrides) at batch 32, mask ratio 0.75."""
+    for case in cases(quick):
+        if case.key == key:
+            return case
+    dims, _, rest = key.partition("_b")
+    batch, _, ratio = rest.partition("_m")
+    base = next((c for c in cases(quick) if c.key.startswith(dims + "_")), None)
+    try:
+        return Case(base.name, base.config, int(batch), float(ratio), list(base.overrides))  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        raise SystemExit(f"--cases {key!r}: expected 3d_b<batch>_m<ratio>, 2d_b<batch>_m<ratio> or demo") from None
+
+
 def build_pair(case: Case):
     """(our MAE, MONAI's MaskedAutoEncoderViT, input shape, norm_pix_unbiased) at the config's sizes."""
     from monai.networks.nets import MaskedAutoEncoderViT
@@ -108,6 +132,7 @@ class Runner:
     flops: int = 0
     peak: int = 0
     error: Optional[str] = None
+    skipped: int = 0  # fp16: measured updates the GradScaler skipped
 
     def _update(self, name: str, device: torch.device) -> float:
         t: list = []
@@ -115,7 +140,8 @@ class Runner:
             self.optimizers[name].step()
         return t[0]
 
-    def step(self, x: torch.Tensor, autocast, device, record: bool = True, count_flops: bool = False) -> None:
+    def step(self, x: torch.Tensor, autocast, device, record: bool = True, count_flops: bool = False,
+             scaler: Optional[torch.amp.GradScaler] = None) -> None:
         if self.error:
             return
         self.model.zero_grad(set_to_none=True)
@@ -129,8 +155,17 @@ class Runner:
                 with timer(device, fb), counter, math:
                     with autocast():
                         loss = self.loss(x)
-                    loss.backward()
-                times[names[0]] = self._update(names[0], device)
+                    (scaler.scale(loss) if scaler else loss).backward()
+                if scaler:  # fp16: the update through the scaler (skipped on inf / nan gradients), as training
+                    t: list = []
+                    scale = scaler.get_scale()
+                    with timer(device, t):
+                        scaler.step(self.optimizers[names[0]])
+                        scaler.update()
+                    times[names[0]] = t[0]
+                    self.skipped += int(record and scaler.get_scale() < scale)
+                else:
+                    times[names[0]] = self._update(names[0], device)
             for name in names[1:]:  # the other AdamW on the same gradients, timing only
                 times[name] = self._update(name, device)
         except RuntimeError as exc:  # e.g. a dtype mismatch under autocast
@@ -169,15 +204,18 @@ def run_case(case: Case, precision: str, device: torch.device, steps: int, peaks
     torch.manual_seed(0)
     runners, shape = make_runners(case, device)
     x = torch.randn(shape, device=device)
-    dtype = torch.bfloat16 if precision == "bf16" else None
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    # one scaler per model, as each training run has its own
+    scalers = {r.label: torch.amp.GradScaler(device.type) if precision == "fp16" else None for r in runners}
     for r in runners:  # warm-up, FLOPs counted
-        r.step(x, autocast, device, record=False, count_flops=True)
+        r.step(x, autocast, device, record=False, count_flops=True, scaler=scalers[r.label])
     for _ in range(steps):
         for r in runners:
-            r.step(x, autocast, device)
+            r.step(x, autocast, device, scaler=scalers[r.label])
     rows = []
     floor_peak = peaks["bf16" if dtype else "fp32"]
+    best_peak = max(peaks.values())
     ours_flops = runners[0].flops
     for r in runners:
         for opt_name in r.optimizers:
@@ -185,6 +223,8 @@ def run_case(case: Case, precision: str, device: torch.device, steps: int, peaks
                    "model": r.label, "adamw": {"fused": "fused", "loop": "for-loop (before)",
                                                 "default": "torch default"}[opt_name] if r.label == "ours"
                    else {"default": "torch default", "fused": "fused"}[opt_name]}
+            if r.skipped and opt_name == next(iter(r.optimizers)):
+                row["adamw"] += f" ({r.skipped} of {steps} updates skipped by the GradScaler)"
             if r.error or not r.fb:
                 row["error"] = r.error or "no step measured"
                 rows.append(row)
@@ -192,7 +232,7 @@ def run_case(case: Case, precision: str, device: torch.device, steps: int, peaks
             fb, opt = best(r.fb), best(r.opt[opt_name])
             step = fb + opt
             row.update(fb=fb, opt=opt, step=step, flops=r.flops, peak=r.peak,
-                       achieved=r.flops / step, floor=ours_flops / floor_peak)
+                       achieved=r.flops / step, floor=ours_flops / floor_peak, mfu=r.flops / step / best_peak)
             rows.append(row)
         del r.model
     return rows
@@ -263,9 +303,29 @@ def fmt_rows(rows: list[dict]) -> list[list]:
         speed = f"{mb / r['step']:.2f}x" if mb and r["model"] == "ours" else ""
         out.append(head + [f"{r['fb']:.2f}", f"{r['opt']:.2f}", f"{r['step']:.2f}", speed,
                            f"{r['flops'] / 1e9:.0f}", f"{r['achieved'] / 1e9:.1f}", f"{r['floor']:.2f}",
-                           f"{r['step'] / r['floor']:.1f}x", fmt_bytes(r["peak"])])
+                           f"{r['step'] / r['floor']:.1f}x", f"{100 * r['mfu']:.1f} %", fmt_bytes(r["peak"])])
+    return out
+
+
+def fastest_rows(rows: list[dict]) -> list[list]:
+    """Per case, batch, mask and model: the fastest row that ran, i.e. the model at its best precision and
+    AdamW; and the models that ran in no precision at all."""
+    best_of: dict = {}
+    for r in rows:
+        key = (r["case"], r["batch"], r["mask"], r["model"])
+        if "step" in r and (best_of.get(key) is None or r["step"] < best_of[key]["step"]):
+            best_of[key] = r
+        best_of.setdefault(key, None)
+    out = []
+    for (case, batch, mask, model), r in best_of.items():
+        if r is None:
+            out.append([case, batch, mask, model, "ran in no precision", "", "", "", ""])
+            continue
+        out.append([case, batch, mask, model, r["precision"], r["adamw"], f"{r['step']:.3f}",
+                    f"{100 * r['mfu']:.1f} %", fmt_bytes(r["peak"])])
     return out
 
 
 HEADER = ["case", "batch", "mask", "precision", "model", "AdamW", "fwd+bwd (s)", "AdamW (s)", "step (s)",
-          "vs MONAI best", "GFLOP/step", "GFLOP/s", "FLOP floor (s)", "step / floor", "peak memory"]
+          "vs MONAI best", "GFLOP/step", "GFLOP/s", "FLOP floor (s)", "step / floor", "MFU", "peak memory"]
+FASTEST_HEADER = ["case", "batch", "mask", "model", "best precision", "AdamW", "step (s)", "MFU", "peak memory"]

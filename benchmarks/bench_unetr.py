@@ -46,7 +46,8 @@ def to_monai_state(ours: dict) -> dict:
 def build_pair(quick: bool):
     from monai.networks.nets import UNETR as MonaiUNETR
 
-    overrides = ["model.preset=vit_nano", "model.depth=12"] if quick else []
+    # quick: toy sizes, still 12 blocks (MONAI taps 3, 6, 9) and several windows over the volume
+    overrides = ["model.preset=vit_nano", "model.depth=12", "data.roi_size=[32,32,32]"] if quick else []
     cfg = load_config(REPO / "configs" / "btcv" / "finetune_mae.yaml", overrides)
     roi = [int(s) for s in cfg.data.roi_size]
     args = model_args("unetr", cfg.model, roi, int(cfg.data.in_chans), num_classes=14)

@@ -9,7 +9,13 @@ and appends them, with the machine (CPU model and flags, threads), torch version
 Precision: each case runs in float32 and in bf16 autocast. On a CPU without native bf16 (no AMX, no
 AVX512-BF16) bf16 is emulated: the run measures its matmul peak (about 70x below fp32 on an AVX2 EPYC)
 and runs bf16 only for the demo-sized case, where it costs seconds; ``--bf16 all`` runs every case in
-bf16 anyway (a ViT-B step then takes minutes), ``--bf16 none`` never.
+bf16 anyway (a ViT-B step then takes minutes), ``--bf16 none`` never. ``--precisions`` names the MAE
+step's precisions outright instead (``fp16`` is autocast with a GradScaler, for GPUs), each for every case.
+
+On a GPU (``--device cuda``, the default where there is one): ``--peak-size 8192`` measures the matmul peaks
+at the size where a GPU reaches its rate, ``--cases 3d_b32_m0.75`` names a batch or mask ratio the list
+lacks, ``--unetr-size`` the volume, and ``--results FILE`` appends the tables elsewhere than RESULTS.md
+(``benchmarks/gpu_check.sh`` uses all four).
 """
 from __future__ import annotations
 
@@ -45,14 +51,21 @@ def bf16_cases(args, device: torch.device, cases: list) -> list:
 
 def section_mae(args, device, peaks, out: list) -> float | None:
     """Returns the crops per second our fastest fp32 3D step at the largest batch consumes."""
-    cases = [c for c in bench_mae.cases(args.quick) if not args.cases or c.key in args.cases]
+    if args.cases:
+        cases = [bench_mae.case_from_key(key, args.quick) for key in args.cases]
+    else:
+        cases = bench_mae.cases(args.quick)
+    if args.precisions:
+        plan = [(precision, cases) for precision in args.precisions]
+    else:
+        plan = [("fp32", cases), ("bf16", bf16_cases(args, device, cases))]
     rows = []
-    for precision, chosen in (("fp32", cases), ("bf16", bf16_cases(args, device, cases))):
+    for precision, chosen in plan:
         for case in chosen:
             # the peak again before each case: on a shared machine the best measurement is the closest
             # to what the hardware can do, and the step may have run in a quieter moment than the start
             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                peaks[name] = max(peaks[name], matmul_peak(dtype, device))
+                peaks[name] = max(peaks[name], matmul_peak(dtype, device, args.peak_size))
             start = time.perf_counter()
             got = bench_mae.run_case(case, precision, device, args.steps, peaks)
             rows += got
@@ -60,19 +73,22 @@ def section_mae(args, device, peaks, out: list) -> float | None:
                 f"{time.perf_counter() - start:.0f} s, load {load_avg()}, fp32 peak so far "
                 f"{peaks['fp32'] / 1e9:.1f} GFLOP/s",
                 *table(bench_mae.HEADER, bench_mae.fmt_rows(got))[2:])
-    skipped = [c for c in cases if c not in bf16_cases(args, device, cases)]
+    skipped = [] if args.precisions else [c for c in cases if c not in bf16_cases(args, device, cases)]
     out += ["### MAE pre-training step (forward + backward + AdamW), ours vs MONAI MaskedAutoEncoderViT", "",
             f"Method: `benchmarks/bench_mae.py` docstring. Warm-up 1 step, then best of {args.steps} "
             "interleaved steps. `vs MONAI best`: MONAI's faster row (default or fused AdamW) / our step. "
             "FLOP floor: the FLOPs of our step (counted; MONAI's count is higher, it embeds every patch) at the "
             "best matmul peak measured so far in the run for the precision; "
-            "`step / floor` = 1.0x would be matmul-peak speed.", ""]
+            "`step / floor` = 1.0x would be matmul-peak speed. MFU: the row's counted FLOPs per second over the "
+            "best matmul peak of the run in any precision.", ""]
     if skipped:
         out += [f"bf16 not run for: {', '.join(sorted({f'{c.name} b{c.batch} m{c.mask_ratio}' for c in skipped}))}: "
                 f"this CPU has no native bf16 (bf16 matmul {peaks['bf16'] / 1e9:.1f} GFLOP/s against fp32 "
                 f"{peaks['fp32'] / 1e9:.1f} GFLOP/s), so fp32 is the best precision here (`--bf16 all` forces it).",
                 ""]
     out += table(bench_mae.HEADER, bench_mae.fmt_rows(rows)) + [""]
+    out += ["Each model at its fastest precision and AdamW that ran:", ""]
+    out += table(bench_mae.FASTEST_HEADER, bench_mae.fastest_rows(rows)) + [""]
     ours3d = [r for r in rows if r["model"] == "ours" and r["case"].startswith("3D") and "step" in r
               and r["precision"] == "fp32" and r["adamw"] == "fused"]
     if not ours3d:
@@ -125,7 +141,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of every section")
     parser.add_argument("--steps", type=int, default=2, help="measured steps per case (after 1 warm-up)")
     parser.add_argument("--cases", nargs="+", help="MAE cases to run (default: all), e.g. 3d_b8_m0.75 "
-                        "3d_b2_m0.125 2d_b16_m0.75 demo")
+                        "3d_b2_m0.125 2d_b16_m0.75 demo; other batches and ratios too (3d_b32_m0.75)")
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16", "fp16"),
+                        help="MAE step precisions, each for every case (default: fp32, and bf16 as --bf16 says)")
     parser.add_argument("--unetr-passes", type=int, default=2, help="passes per model over the UNETR volume")
     parser.add_argument("--unetr-size", type=int, nargs=3, help="volume for UNETR inference (default 192 192 128)")
     parser.add_argument("--bf16", choices=("auto", "all", "none"), default="auto")
@@ -135,14 +153,19 @@ def main(argv=None) -> int:
     parser.add_argument("--crop-reps", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
+    parser.add_argument("--peak-size", type=int, default=2048,
+                        help="largest n of the n x n x n matmul peaks (default 2048; 8192 on a GPU)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md",
+                        help="markdown file the tables are appended to (default benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     log(f"machine: {machine()}", f"commit {commit()}, {now()}, load {load_avg()}")
-    peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    peaks = {"fp32": matmul_peak(torch.float32, device, args.peak_size),
+             "bf16": matmul_peak(torch.bfloat16, device, args.peak_size)}
     log(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
     out = [f"## Performance run {now()}{' (--quick)' if args.quick else ''}", "",
            f"- Machine: {machine()}.", f"- Commit: {commit()}; command: `python benchmarks/run.py "
@@ -166,7 +189,7 @@ def main(argv=None) -> int:
                 f"Whole run: {time.perf_counter() - start:.0f} s, load average at the end {load_avg()}.", ""]
         log("", *out)
         if not args.no_write:
-            path = REPO / "benchmarks" / "RESULTS.md"
+            path = args.results
             text = path.read_text() if path.is_file() else "# Benchmark results\n"
             path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(out))
             log(f"appended to {path}")
