@@ -66,3 +66,56 @@ def test_a_loss_inside_the_spread_and_a_single_seed_say_so():
     c = compare([seg(0.70, 0.70), seg(0.80, 0.80)], [seg(0.72, 0.72), seg(0.79, 0.79)])
     assert "does not beat scratch" in verdict(c) and "within the seed-to-seed spread" in verdict(c)
     assert "One seed only" in verdict(compare([seg(0.8, 0.8)], [seg(0.7, 0.7)]))
+
+
+# --- the verdict from the paired interval (metrics with per-case values, as `evaluate` writes them) ----------
+
+def seg_cases(dice: "list[float]") -> dict:
+    """A segmentation metrics dict of one class whose per-case Dice are ``dice``."""
+    m = seg(sum(dice) / len(dice), sum(dice) / len(dice), n=len(dice))
+    m["cases"] = [{"case_id": f"case{i}", "dice": {"Anterior": d, "Posterior": d}} for i, d in enumerate(dice)]
+    return m
+
+
+def test_a_gain_on_the_same_cases_is_named_with_its_interval():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.6, 0.9, 40)
+    c = compare([seg_cases(list(base + 0.03 + rng.normal(0, 0.01, 40)))], [seg_cases(list(base))])
+    text = verdict(c)
+    assert text.startswith("MAE ahead of scratch by 0.0") and "95 % CI" in text
+    assert "paired over the same 40 test cases" in text and c.paired["lo"] > 0
+    assert abs(c.paired["diff"] - 0.03) < 0.01
+
+
+def test_no_detectable_difference_is_said_so():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.6, 0.9, 30)
+    noisy = list(base + rng.normal(0, 0.05, 30))
+    c = compare([seg_cases(noisy)], [seg_cases(list(base))])
+    assert c.paired["lo"] < 0 < c.paired["hi"]
+    assert verdict(c).startswith("No difference detectable between MAE and scratch with this test set")
+
+
+def test_classification_is_paired_over_images_on_labels_with_enough_positives():
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    n = 200
+    y = (rng.random((n, 3)) < [0.3, 0.3, 0.01]).astype(int)  # the third label: too few positives
+    good = np.clip(y * 0.6 + rng.random((n, 3)) * 0.5, 0, 1)
+    bad = rng.random((n, 3))
+
+    def cls_images(scores):
+        m = cls({"A": 0.5, "B": 0.5, "C": 0.5}, n=n)
+        m["images"] = {"ids": [str(i) for i in range(n)], "targets": y.tolist(), "scores": scores.tolist()}
+        return m
+
+    c = compare([cls_images(good)], [cls_images(bad)])
+    assert c.paired["labels"] == ["A", "B"] and c.paired["lo"] > 0.1
+    text = verdict(c)
+    assert text.startswith("MAE ahead of scratch by") and "mean AUC (2 labels with ≥ 5 positives)" in text
+    assert "paired over the same 200 test images" in text and "Against chance (0.5)" in text

@@ -2,8 +2,10 @@
 computed from the numbers, for ``make demo`` and ``selfmedmae curve``.
 
 The inputs are the ``metrics.json`` dicts written by ``selfmedmae evaluate`` (one per seed and init).
-Seeds are paired: seed k of MAE and seed k of scratch share every setting but ``init``, so the gap is
-also given as the mean ± sample std of the per-seed differences.
+The verdict rests on a paired comparison on the same test cases (the task's ``paired``: a bootstrap over
+cases of the per-case Dice, or over images of the mean AUC), so it says "ahead by X (95 % CI a to b)" or
+"no difference detectable". Seeds are paired too: seed k of MAE and seed k of scratch share every setting
+but ``init``, so the gap is also given as the mean ± sample std of the per-seed differences.
 """
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from selfmedmae.eval.report import flatten
+from selfmedmae.metrics.stats import verdict as interval_verdict
 from selfmedmae.tasks import task_of_metrics
 
-CHANCE_AUC = 0.5
 TIE = 5e-4  # |gap| below this prints as a tie (the tables show 3 decimals)
 
 
@@ -69,6 +71,9 @@ class Comparison:
     scratch: list[float]
     n_cases: int
     rows: list[tuple[str, tuple[float, float, int], tuple[float, float, int]]]  # name, MAE, scratch
+    unit: str = "cases"  # what the test split counts: cases (volumes) or images
+    chance: Optional[float] = None  # the metric of a random model (AUC 0.5), stated beside the verdict
+    paired: Optional[dict] = None  # MAE minus scratch on the same cases with its interval (the task's paired)
 
     @property
     def gap(self) -> tuple[float, float, int]:
@@ -85,8 +90,16 @@ def compare(mae: Sequence[Mapping[str, Any]], scratch: Sequence[Mapping[str, Any
     names = list(dict.fromkeys(k for r in per_mae + per_scratch for k in r))
     rows = [(name, mean_std([r.get(name, math.nan) for r in per_mae]),
              mean_std([r.get(name, math.nan) for r in per_scratch])) for name in names]
+    task = _task(mae[0])
     return Comparison(metric, [headline(m)[1] for m in mae], [headline(m)[1] for m in scratch],
-                      n_evaluated(mae[0]), rows)
+                      n_evaluated(mae[0]), rows, task.unit, task.chance, _paired(task, mae, scratch))
+
+
+def _paired(task: Any, mae: Sequence[Mapping[str, Any]], scratch: Sequence[Mapping[str, Any]]) -> Optional[dict]:
+    """The task's paired comparison, or None for metrics written without per-case values (older files)."""
+    if any(not m.get("cases") and not m.get("images") for m in [*mae, *scratch]):
+        return None
+    return task.paired(mae, scratch)
 
 
 def verdict(c: Comparison) -> str:
@@ -95,8 +108,10 @@ def verdict(c: Comparison) -> str:
     gap, spread, _ = c.gap
     if not (math.isfinite(m) and math.isfinite(s)):
         return f"No verdict: the {c.metric} is undefined for {'MAE' if not math.isfinite(m) else 'scratch'}."
-    where = f"on {c.n_cases} test {'images' if 'AUC' in c.metric else 'cases'}, {n} seed{'s' if n > 1 else ''}"
+    where = f"on {c.n_cases} test {c.unit}, {n} seed{'s' if n > 1 else ''}"
     numbers = f"MAE {m:.3f} vs scratch {s:.3f} {where}"
+    if c.paired is not None:
+        return _interval_text(c, numbers, m, s)
     noisy = n > 1 and math.isfinite(spread) and abs(gap) <= spread
     if abs(gap) < TIE:
         text = f"MAE and scratch tie ({numbers})."
@@ -111,9 +126,28 @@ def verdict(c: Comparison) -> str:
             text += f" The gap is within the seed-to-seed spread of the difference (std {spread:.3f})."
     if n == 1 and abs(gap) >= TIE:
         text += " One seed only: there is no seed-to-seed spread to judge the gap by."
-    if "AUC" in c.metric:
-        text += f" Against chance ({CHANCE_AUC}): MAE {m - CHANCE_AUC:+.3f}, scratch {s - CHANCE_AUC:+.3f}."
-    return text
+    return text + _chance(c, m, s)
+
+
+def _chance(c: Comparison, m: float, s: float) -> str:
+    if c.chance is None:
+        return ""
+    return f" Against chance ({c.chance}): MAE {m - c.chance:+.3f}, scratch {s - c.chance:+.3f}."
+
+
+def _interval_text(c: Comparison, numbers: str, m: float, s: float) -> str:
+    """The verdict from the paired interval: ahead, behind, or no difference detectable."""
+    p = c.paired
+    said = interval_verdict(p, a="MAE", b="scratch", metric=p["metric"])
+    n_seeds = len(c.mae)
+    how = (f"paired over the same {p.get('n', c.n_cases)} test {c.unit}"
+           + (f", each side's {n_seeds} seeds averaged per case" if n_seeds > 1 else "")
+           + (f"; p = {p['p']:.3f}" if isinstance(p.get("p"), float) and math.isfinite(p["p"]) else ""))
+    text = f"{said[0].upper()}{said[1:]} ({how}). Headline: {numbers}."
+    gap, spread, n = c.gap
+    if n > 1 and math.isfinite(spread):
+        text += f" Seed to seed, the gap is {gap:+.3f} ± {spread:.3f} (std)."
+    return text + _chance(c, m, s)
 
 
 def table(c: Comparison) -> str:
@@ -131,7 +165,7 @@ def markdown(c: Comparison, title: str, note: Optional[str] = None) -> str:
     n = len(c.mae)
     text = f"## {title}\n\n{table(c)}\nMean ± sample std over {n} seed{'s' if n > 1 else ''} " \
            f"(seeds paired: same settings and budget, only `init` differs); {c.n_cases} test " \
-           f"{'images' if 'AUC' in c.metric else 'cases'}.\n"
+           f"{c.unit}.\n"
     if note:
         text += f"\n{note}\n"
     return text + f"\n**Verdict:** {verdict(c)}\n"

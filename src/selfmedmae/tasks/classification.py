@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from selfmedmae.errors import UserError
 from selfmedmae.figures.curves import plot_roc_curves
 from selfmedmae.inference.forward import LoadedRun, classify, classify_batches
 from selfmedmae.metrics.auc import multilabel_auc
+from selfmedmae.metrics.stats import multilabel_auc_ci, paired_multilabel_auc
 from selfmedmae.metrics.table import num, table, write_scores_csv
 from selfmedmae.runtime.device import Precision
 from selfmedmae.runtime.distributed import Dist
@@ -47,6 +49,33 @@ def validate(model: nn.Module, loader: Any, labels: Labels, prec: Precision, ctx
     out = {"val_auc": float(result["mean_auc"])}
     out.update({f"val_auc/{name}": float(v["auc"]) for name, v in result["labels"].items()})
     return out
+
+
+MIN_POSITIVES = 5  # test positives a label needs to count in the eligible mean
+
+
+def with_intervals(m: dict, ids: Sequence[str], targets: np.ndarray, scores: np.ndarray,
+                   names: Sequence[str]) -> dict:
+    """``m`` (of :func:`multilabel_auc`) with DeLong 95 % intervals per label, the bootstrap interval of the
+    mean, the mean over labels with at least :data:`MIN_POSITIVES` positives (and its interval), those
+    labels, and every image's targets and scores (what a paired comparison of two models needs)."""
+    ci = multilabel_auc_ci(targets, scores, names, min_positives=MIN_POSITIVES)
+    for name, v in m["labels"].items():
+        c = ci["labels"][name]
+        v["auc_ci"], v["few_positives"] = [c["lo"], c["hi"]], bool(c["few_positives"])
+    m["mean_auc_ci"] = [ci["mean_all"]["lo"], ci["mean_all"]["hi"]]
+    eligible = ci["mean_eligible"]
+    m.update(min_positives=MIN_POSITIVES, eligible_labels=list(eligible["labels"]),
+             mean_auc_eligible=eligible["mean"], mean_auc_eligible_ci=[eligible["lo"], eligible["hi"]],
+             interval="DeLong per label (logit scale); bootstrap over images for the means (2000 resamples, seed 0)")
+    m["images"] = {"ids": [str(i) for i in ids], "targets": targets.astype(int).tolist(),
+                   "scores": np.round(scores.astype(float), 6).tolist()}
+    return m
+
+
+def _ci(v: Mapping[str, Any], key: str) -> str:
+    ci = v.get(key)
+    return "" if not ci else f"{num(ci[0], 3)} to {num(ci[1], 3)}"
 
 
 class Classification:
@@ -83,18 +112,29 @@ class Classification:
         out_dir = Path(out_dir)
         plot_roc_curves(targets, scores, names, out_dir / "figures" / "roc_curves.png", title=f"{split} split")
         write_scores_csv(out_dir / "predictions.csv", ids, scores.numpy(), names, targets.numpy())
-        return multilabel_auc(targets.numpy(), scores.numpy(), names)
+        return with_intervals(multilabel_auc(targets.numpy(), scores.numpy(), names), ids, targets.numpy(),
+                              scores.numpy(), names)
 
     @staticmethod
     def rows(m: Mapping[str, Any]) -> list[str]:
         """The markdown table of a metrics dict of :meth:`evaluate`."""
-        rows = [[name, num(v["auc"], 4), str(v["n_pos"]), str(v["n_neg"])] for name, v in m["labels"].items()]
+        few = f" (< {m.get('min_positives')}: few)"
+        rows = [[name, num(v["auc"], 4), _ci(v, "auc_ci"), str(v["n_pos"]) + (few if v.get("few_positives") else ""),
+                 str(v["n_neg"])] for name, v in m["labels"].items()]
         n_used = len(m["labels"]) - m["n_labels_excluded"]
-        rows.append([f"**mean ({n_used} of {len(m['labels'])} labels)**", f"**{num(m['mean_auc'], 4)}**", "", ""])
-        lines = table(["Label", "AUC", "positives", "negatives"], rows)
+        rows.append([f"**mean ({n_used} of {len(m['labels'])} labels)**", f"**{num(m['mean_auc'], 4)}**",
+                     _ci(m, "mean_auc_ci"), "", ""])
+        if "mean_auc_eligible" in m:
+            rows.append([f"**mean of the {len(m['eligible_labels'])} labels with ≥ {m['min_positives']} positives**",
+                         f"**{num(m['mean_auc_eligible'], 4)}**", _ci(m, "mean_auc_eligible_ci"), "", ""])
+        lines = table(["Label", "AUC", "95 % CI", "positives", "negatives"], rows)
         if m["n_labels_excluded"]:
             lines += ["", f"{m['n_labels_excluded']} label(s) excluded from the mean (targets all one value, "
                           f"AUC undefined): " + ", ".join(m["excluded_labels"])]
+        if m.get("interval"):
+            lines += ["", f"Intervals: {m['interval']}. Labels marked few have fewer than "
+                          f"{m['min_positives']} positive images in this split: their AUC is shown, but too noisy to "
+                          f"read, and they stay out of the eligible mean."]
         return lines
 
     @staticmethod
@@ -111,6 +151,25 @@ class Classification:
     @staticmethod
     def compared(name: str) -> bool:
         return name.startswith("AUC")
+
+    chance = 0.5  # the AUC of a model that ranks at random
+
+    @staticmethod
+    def paired(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """``a`` minus ``b`` of the mean AUC over the labels with enough positives, on the same test images,
+        with its 95 % interval: each side's scores averaged over its seeds, images resampled (paired bootstrap)."""
+        names = list(a[0]["labels"])
+        sides = []
+        for runs in (a, b):
+            by_id = [dict(zip(m["images"]["ids"], zip(m["images"]["targets"], m["images"]["scores"]))) for m in runs]
+            sides.append(by_id)
+        ids = sorted(set.intersection(*(set(t) for side in sides for t in side)))
+        y = np.array([sides[0][0][i][0] for i in ids], dtype=int)
+        scores = [np.mean([[t[i][1] for i in ids] for t in side], axis=0) for side in sides]
+        res = paired_multilabel_auc(y, scores[0], scores[1], names, min_positives=MIN_POSITIVES)
+        k = len(res["mean_eligible"].get("labels", []))
+        return {**res["mean_eligible"], "metric": f"mean AUC ({k} labels with ≥ {MIN_POSITIVES} positives)",
+                "unit": "images", "n": len(ids), "seeds": [len(a), len(b)]}
 
     # -- predict ---------------------------------------------------------------------------------------
     volumes = False  # predict's inputs are 2D images

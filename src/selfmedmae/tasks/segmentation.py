@@ -31,6 +31,7 @@ from selfmedmae.figures.tb_images import slice_of
 from selfmedmae.inference.forward import LoadedRun, segment_logits, sliding_window_logits
 from selfmedmae.metrics.dice import (CaseScores, class_means, mean_over, onehot_from_labelmap, onehot_from_logits,
                                      segmentation_scores, summarize_segmentation)
+from selfmedmae.metrics.stats import bootstrap_ci, bootstrap_mean_ci, paired_bootstrap_diff
 from selfmedmae.metrics.table import num, pm, table
 from selfmedmae.runtime.device import Precision
 from selfmedmae.runtime.distributed import Dist
@@ -120,8 +121,45 @@ def validate(model: nn.Module, dataset: Any, labels: Labels, cfg: Any, prec: Pre
     return out
 
 
+def _ci(values: Mapping[str, Any], key: str, digits: int) -> str:
+    """'lo to hi' of ``<key>_ci``, or '' where the metrics dict has no interval."""
+    ci = values.get(f"{key}_ci")
+    return "" if not ci else f"{num(ci[0], digits)} to {num(ci[1], digits)}"
+
+
 def _first(batch: list) -> Any:
     return batch[0]  # one whole volume per step: shapes differ, and the MetaTensor meta must survive
+
+
+def add_intervals(summary: dict, level: float = 0.95) -> dict:
+    """``summary`` (of :func:`summarize_segmentation`) with 95 % bootstrap intervals over cases: ``dice_ci`` and
+    ``hd95_ci`` ([lo, hi]) of every class, of the mean over classes and of every subset's mean."""
+    names = list(summary["classes"])
+    table = {key: np.array([[case[key].get(n, np.nan) for n in names] for case in summary["cases"]], dtype=float)
+             for key in ("dice", "hd95")}  # [cases, classes]; NaN where a value is undefined (null in JSON)
+    for key, values in table.items():
+        for j, name in enumerate(names):
+            ci = bootstrap_ci(values[:, j], level=level)
+            summary["classes"][name][f"{key}_ci"] = [ci["lo"], ci["hi"]]
+        ci = bootstrap_mean_ci(values, level=level)
+        summary["mean"][f"{key}_ci"] = [ci["lo"], ci["hi"]]
+        for sub in summary.get("subsets", {}).values():
+            ci = bootstrap_mean_ci(values[:, [names.index(n) for n in sub["classes"]]], level=level)
+            sub[f"{key}_ci"] = [ci["lo"], ci["hi"]]
+    summary["interval"] = f"{level * 100:g} % percentile bootstrap over cases (2000 resamples, seed 0)"
+    return summary
+
+
+def case_table(metrics: Mapping[str, Any], classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-case Dice of ``classes`` by case id: what paired comparisons resample."""
+    return {str(c["case_id"]): np.array([np.nan if c["dice"].get(n) is None else c["dice"][n] for n in classes], float)
+            for c in metrics.get("cases", [])}
+
+
+def headline_classes(m: Mapping[str, Any]) -> list[str]:
+    """The classes the headline averages: the first subset's (BTCV's 8 organs) or every class."""
+    subsets = m.get("subsets") or {}
+    return list(next(iter(subsets.values()))["classes"]) if subsets else list(m.get("classes", {}))
 
 
 class Segmentation:
@@ -176,23 +214,25 @@ class Segmentation:
                                           label=label.as_tensor(), class_names=labels.scored, spacing=spacing,
                                           multilabel=labels.multilabel,
                                           title=f"{case_id} ({split}): mean Dice {np.mean(list(case.dice.values())):.3f}")
-        summary = summarize_segmentation(cases, labels.scored, labels.subsets, float(cfg.eval.hd_percentile))
+        summary = add_intervals(summarize_segmentation(cases, labels.scored, labels.subsets,
+                                                       float(cfg.eval.hd_percentile)))
         penalty = f"{labels.hd_penalty:g} mm" if labels.hd_penalty is not None else "diagonal of the evaluated volume"
         return {"overlap": float(cfg.eval.overlap), "tta": bool(cfg.eval.tta), "hd_penalty": penalty, **summary}
 
     @staticmethod
     def rows(m: Mapping[str, Any]) -> list[str]:
-        """The markdown table of a metrics dict of :meth:`evaluate`."""
+        """The markdown table of a metrics dict of :meth:`evaluate`, with the 95 % intervals where present."""
         hd = f"HD{m.get('hd_percentile', 95):g}"
-        rows = [[name, pm(c["dice"], c["dice_std"], 4), pm(c["hd95"], c["hd95_std"], 2), str(c["n"]),
-                 str(c["n_gt_empty"])] for name, c in m["classes"].items()]
+        rows = [[name, pm(c["dice"], c["dice_std"], 4), _ci(c, "dice", 4), pm(c["hd95"], c["hd95_std"], 2),
+                 _ci(c, "hd95", 2), str(c["n"]), str(c["n_gt_empty"])] for name, c in m["classes"].items()]
         for name, s in [("mean", m["mean"]), *m.get("subsets", {}).items()]:
             n = len(s["classes"])
             rows.append([f"**{name} ({n} class{'es' if n != 1 else ''})**", f"**{num(s['dice'], 4)}**",
-                         f"**{num(s['hd95'], 2)}**", "", ""])
-        lines = table(["Class", "Dice (mean ± std)", f"{hd} mm (mean ± std)", "cases", "GT empty"], rows)
-        return lines + ["", "Empty masks: both empty -> Dice 1, HD 0; one empty -> Dice 0, HD = penalty "
-                            "(BraTS convention)."]
+                         _ci(s, "dice", 4), f"**{num(s['hd95'], 2)}**", _ci(s, "hd95", 2), "", ""])
+        lines = table(["Class", "Dice (mean ± std)", "Dice 95 % CI", f"{hd} mm (mean ± std)", f"{hd} 95 % CI",
+                       "cases", "GT empty"], rows)
+        lines += ["", "Empty masks: both empty -> Dice 1, HD 0; one empty -> Dice 0, HD = penalty (BraTS convention)."]
+        return lines + ([f"Intervals: {m['interval']}."] if m.get("interval") else [])
 
     @staticmethod
     def scores(m: Mapping[str, Any]) -> dict[str, Optional[float]]:
@@ -216,6 +256,23 @@ class Segmentation:
     def compared(name: str) -> bool:
         """The rows of :meth:`scores` that comparisons of two inits show."""
         return name.startswith("Dice")
+
+    chance = None  # no chance level to state beside a Dice
+
+    @staticmethod
+    def paired(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """``a`` minus ``b`` of the headline Dice on the same test cases, with its 95 % interval: per-case
+        Dice averaged over the seeds of each side, cases resampled (paired bootstrap; sign-flip p)."""
+        classes = headline_classes(a[0])
+        tables = [[case_table(m, classes) for m in side] for side in (a, b)]
+        ids = sorted(set.intersection(*(set(t) for side in tables for t in side)))
+        name = Segmentation.headline(a[0])[0]
+        if not ids:
+            return {"diff": float("nan"), "lo": float("nan"), "hi": float("nan"), "level": 0.95, "n": 0,
+                    "metric": name}
+        mats = [np.mean([[t[i] for i in ids] for t in side], axis=0) for side in tables]  # [cases, classes]
+        return {**paired_bootstrap_diff(mats[0], mats[1]), "metric": name, "unit": "cases",
+                "seeds": [len(a), len(b)]}
 
     # -- predict ---------------------------------------------------------------------------------------
     volumes = True  # predict's inputs are volumes
