@@ -71,6 +71,12 @@ def _curve(args: argparse.Namespace) -> int:
                pretrain=args.pretrain, pretrain_overrides=args.pretrain_set, out=args.out, budget=args.budget)
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from selfmedmae.experiments.tune import run
+
+    return run(args.config, args.overrides, grid=args.grid, inits=args.init, seeds=args.seeds, out=args.out)
+
+
 def _show_config(args: argparse.Namespace) -> int:
     from selfmedmae.config.sources import run
 
@@ -258,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "labelled cases, so each fraction gets about the optimiser steps of the full set")
     p.add_argument("--out", default=None, help="output folder (default: curve/ beside CONFIG's run.dir)")
     p.set_defaults(handler=_curve)
+
+    p = sub.add_parser("tune", help="fine-tuning recipe search: one grid for every init, judged on validation",
+                       description="Fine-tune CONFIG for every combination of the --grid values, from every --init "
+                                   "and seed; judge each by its best validation score (the test split is never "
+                                   "read); write tune.md / .json / .csv with the winner of each init. Re-running "
+                                   "skips finished runs. See docs/self-pretraining.md.")
+    p.add_argument("config", metavar="CONFIG", help="fine-tuning config")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides shared by every run")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a key and its values (repeatable), e.g. --grid train.lr=5e-4,1e-3")
+    p.add_argument("--init", action="append", default=[], metavar="NAME=INIT",
+                   help="an init to tune (repeatable; default: CONFIG's init and scratch)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per combination and init (default 1)")
+    p.add_argument("--out", default=None, help="output folder (default: tune/ beside CONFIG's run.dir)")
+    p.set_defaults(handler=_tune)
     _add_reproduce(sub)
     return parser
 
