@@ -16,7 +16,7 @@ pytest.importorskip("safetensors", reason="the export extra (pip install 'selfme
 from selfmedmae.config import load_config, to_dict  # noqa: E402
 from selfmedmae.errors import ConfigError  # noqa: E402
 from selfmedmae.export import command, onnx_check  # noqa: E402
-from selfmedmae.export.folder import read_exported  # noqa: E402
+from selfmedmae.models.exported import read_exported  # noqa: E402
 from selfmedmae.models.checkpoint import atomic_save, load_model, model_from, native, save_model  # noqa: E402
 from selfmedmae.models.factory import build_model, model_args  # noqa: E402
 from tiny_runs import CXR_SAMPLE, HIPPOCAMPUS, REPO, TINY, tiny_checkpoint  # noqa: E402

@@ -6,6 +6,7 @@ exit code 2 from the CLI) that names the ``pip install`` to run, instead of an `
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 
 # which extra brings which top-level module
@@ -32,3 +33,9 @@ def have(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def version() -> str:
+    """The package's version, for the files it writes (the package root is imported before any of its modules;
+    reading it here keeps the modules from importing the package root, the top layer)."""
+    return str(getattr(sys.modules.get("selfmedmae"), "__version__", "unknown"))

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from selfmedmae import __version__
+from selfmedmae.extras import version
+
 
 TASKS = {"unetr": "segmentation", "classifier": "classification", "mae": "MAE pre-training",
          "vit": "ViT encoder (pre-trained)"}
@@ -90,7 +91,7 @@ def build_card(ckpt: dict, checkpoint: Path, run_dir: Path, classes: Optional[li
         "metrics_test": _metrics(run_dir),
         "validation": ckpt.get("metric"), "epoch": ckpt.get("epoch"),
         "pretraining": cfg.get("init"), "source_checkpoint": str(checkpoint),
-        "license": LICENSE, "exported_by": f"selfmedmae {__version__}",
+        "license": LICENSE, "exported_by": f"selfmedmae {version()}",
     }
 
 

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from selfmedmae.errors import ConfigError, UserError
 from selfmedmae.export.card import build_card, card_markdown
-from selfmedmae.export.folder import CARD_JSON, CARD_MD, CONFIG, ONNX, WEIGHTS, write_weights
+from selfmedmae.models.exported import CARD_JSON, CARD_MD, CONFIG, ONNX, WEIGHTS, write_weights
 from selfmedmae.export.onnx_check import write_checked_onnx
 from selfmedmae.extras import need
 from selfmedmae.inference.forward import run_dir_of
@@ -51,6 +51,8 @@ def class_names(ckpt: dict) -> Optional[list]:
     if ckpt["kind"] not in FINE_TUNED:
         return None
     n = int(ckpt["model_args"]["num_classes"])
+    if isinstance(ckpt.get("labels"), dict) and len(ckpt["labels"].get("names", [])) == n:
+        return list(ckpt["labels"]["names"])  # fine-tuning checkpoints carry their classes
     cfg = ckpt.get("config") or {}
     data = cfg.get("data", {})
     try:

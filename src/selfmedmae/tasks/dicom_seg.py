@@ -15,14 +15,13 @@ from typing import Sequence
 
 import numpy as np
 
-from selfmedmae import __version__
 from selfmedmae.data.dicom_series import usable
 from selfmedmae.errors import ConfigError
-from selfmedmae.extras import need
+from selfmedmae.extras import need, version
 
 
 def _descriptions(hd, codes, names: Sequence[str]) -> list:
-    algorithm = hd.AlgorithmIdentificationSequence(name="selfmedmae", version=__version__,
+    algorithm = hd.AlgorithmIdentificationSequence(name="selfmedmae", version=version(),
                                                    family=codes.cid7162.ArtificialIntelligence)
     return [hd.seg.SegmentDescription(segment_number=i, segment_label=str(name)[:64],
                                       segmented_property_category=codes.SCT.Tissue,
@@ -54,7 +53,7 @@ def write_dicom_seg(labels: np.ndarray, series_folder: str | os.PathLike, class_
         segment_descriptions=_descriptions(hd, codes, class_names), series_instance_uid=hd.UID(),
         series_number=int(getattr(first, "SeriesNumber", 0) or 0) + 1000, sop_instance_uid=hd.UID(),
         instance_number=1, manufacturer="selfmedmae", manufacturer_model_name="selfmedmae predict",
-        software_versions=__version__, device_serial_number="0", series_description="selfmedmae segmentation",
+        software_versions=version(), device_serial_number="0", series_description="selfmedmae segmentation",
         omit_empty_frames=False)
     out = Path(out)
     if out.resolve().parent == Path(series_folder).resolve():  # a SEG inside the series would make it two series
