@@ -14,7 +14,8 @@ pytest.importorskip("pydicom", reason="the dicom extra (pip install 'selfmedmae[
 from dicom_helpers import hippocampus_series, write_series  # noqa: E402
 from selfmedmae.data.dicom_series import find_problems, holds_dicom, read_volume  # noqa: E402
 from selfmedmae.errors import ConfigError  # noqa: E402
-from tiny_runs import HIPPOCAMPUS  # noqa: E402
+from selfmedmae.cli import main  # noqa: E402
+from tiny_runs import HIPPOCAMPUS, REPO, tiny_checkpoint  # noqa: E402
 
 if not HIPPOCAMPUS.is_dir():
     pytest.skip(f"{HIPPOCAMPUS} is absent", allow_module_level=True)
@@ -126,3 +127,80 @@ def test_missing_extra_is_one_line_naming_the_pip_install(series, monkeypatch):
     with pytest.raises(ConfigError) as info:
         find_problems(series[0])
     assert "pip install 'selfmedmae[dicom]'" in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+CFG = REPO / "configs" / "_data" / "hippocampus.yaml"
+OWN = ["data.format=csv", "data.csv=cases.csv", "data.labels=[background,Anterior,Posterior]"]
+
+
+def integer_cases(n: int = 5) -> list[str]:
+    """Ids of hippocampus cases stored as integers (a DICOM series stores integers; most cases are float32)."""
+    found = []
+    for path in sorted((HIPPOCAMPUS / "imagesTr").glob("hippocampus_*.nii.gz")):
+        if nib.load(path).get_data_dtype().kind in "ui":
+            found.append(path.name[len("hippocampus_"):-len(".nii.gz")])
+        if len(found) == n:
+            break
+    return found
+
+
+IDS = integer_cases()
+
+
+def own_dicom_layout(root, ids=IDS):
+    """A CSV own-data layout whose images are DICOM series folders and whose labels are NIfTI label maps."""
+    rows = ["image,label"]
+    (root / "labels").mkdir(parents=True)
+    for i in ids:
+        hippocampus_series(root / "dicom" / f"case{i}", f"hippocampus_{i}")
+        shutil.copy(HIPPOCAMPUS / "labelsTr" / f"hippocampus_{i}.nii.gz", root / "labels" / f"case{i}.nii.gz")
+        rows.append(f"dicom/case{i},labels/case{i}.nii.gz")
+    (root / "cases.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_check_data_reads_dicom_series_and_names_a_faulty_one(tmp_path, capsys):
+    root = own_dicom_layout(tmp_path / "own")
+    assert main(["check-data", str(CFG), f"data.root={root}", *OWN]) == 0
+    out = capsys.readouterr().out
+    assert "check-data: OK" in out and "5 labelled" in out
+    broken = root / "dicom" / f"case{IDS[1]}"
+    middle = sorted(broken.iterdir(), key=lambda p: __import__("pydicom").dcmread(p).InstanceNumber)[10]
+    middle.unlink()
+    (root / "dicom" / f"case{IDS[2]}" / "scan.txt").write_text("not an image")
+    assert main(["check-data", str(CFG), f"data.root={root}", *OWN]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}: missing slice(s)" in err
+    assert f"{root / 'dicom' / f'case{IDS[2]}'}: scan.txt is not a DICOM file" in err
+
+
+@pytest.fixture(scope="module")
+def unetr(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("unetr")
+    return tiny_checkpoint(tmp / "run", str(CFG), [f"data.root={HIPPOCAMPUS}", "data.roi_size=[16,16,16]"], seed=3)
+
+
+def test_predict_on_a_series_gives_the_nifti_label_map_to_the_voxel(tmp_path, unetr, capsys):
+    folder, nifti = hippocampus_series(tmp_path / "in" / "case001")
+    assert main(["predict", str(unetr), str(folder), "--out", str(tmp_path / "a"), "eval.overlap=0"]) == 0
+    assert main(["predict", str(unetr), str(nifti), "--out", str(tmp_path / "b"), "eval.overlap=0"]) == 0
+    from_dicom = nib.load(tmp_path / "a" / "case001.nii.gz")
+    from_nifti = nib.load(tmp_path / "b" / "hippocampus_001.nii.gz")
+    labels = np.asanyarray(from_nifti.dataobj)
+    assert len(np.unique(labels)) > 1  # a map with something in it
+    assert np.array_equal(np.asanyarray(from_dicom.dataobj), labels)
+    np.testing.assert_allclose(from_dicom.affine, from_nifti.affine, atol=1e-6)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in folder.iterdir()
+                                                              if p.suffix == ".dcm")  # nothing written there
+
+
+def test_predict_refuses_faulty_series_naming_the_folder(tmp_path, unetr, capsys):
+    folder, _ = hippocampus_series(tmp_path / "two")
+    other, _ = hippocampus_series(tmp_path / "other", f"hippocampus_{IDS[1]}")
+    for p in other.iterdir():
+        shutil.move(p, folder / f"B{p.name}")
+    assert main(["predict", str(unetr), str(folder), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"selfmedmae: error: {folder}: 2 series in one folder") and "\n" not in err
+    assert not (tmp_path / "o").exists()

@@ -54,3 +54,24 @@ def test_label_map_written_as_seg_of_its_series(tmp_path):
         write_dicom_seg(labels, folder, ["Anterior", "Posterior"], folder / "seg.dcm")
     with pytest.raises(ValueError, match="not on the series' grid"):
         write_dicom_seg(labels[:, :, :-1], folder, ["Anterior", "Posterior"], tmp_path / "o2.dcm")
+
+
+def test_predict_writes_a_seg_of_each_series_and_refuses_it_for_nifti(tmp_path, capsys):
+    from selfmedmae.cli import main
+    from tiny_runs import REPO, tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "run", str(REPO / "configs" / "_data" / "hippocampus.yaml"),
+                           [f"data.root={HIPPOCAMPUS}", "data.roi_size=[16,16,16]"], seed=3)
+    folder, nifti = hippocampus_series(tmp_path / "in" / "case001")
+    assert main(["predict", str(ckpt), str(nifti), "--out", str(tmp_path / "nii"), "eval.overlap=0"]) == 0
+    labels = np.asanyarray(nib.load(tmp_path / "nii" / "hippocampus_001.nii.gz").dataobj)
+    assert main(["predict", str(ckpt), str(folder), "--out", str(tmp_path / "seg"), "--format", "dicom-seg",
+                 "eval.overlap=0"]) == 0
+    check_seg(tmp_path / "seg" / "case001.dcm", folder, labels, ["Anterior", "Posterior"])
+    assert all(p.suffix == ".dcm" and p.name.startswith("IM") for p in folder.iterdir())  # the series untouched
+    capsys.readouterr()
+    assert main(["predict", str(ckpt), str(nifti), "--out", str(tmp_path / "o"), "--format", "dicom-seg"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"selfmedmae: error: {nifti}: --format dicom-seg needs DICOM series inputs (a folder holding one "
+                   f"series) and a segmentation model; use --format nifti for it")
+    assert not (tmp_path / "o").exists()

@@ -150,3 +150,41 @@ def test_missing_extra_is_one_line_naming_the_pip_install(unetr_ckpt, tmp_path, 
         command.run(unetr_ckpt, tmp_path / "m")
     assert "pip install 'selfmedmae[export]'" in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "m").exists()
+
+
+def test_cli_export_then_load_model_predict_and_init_from_the_folder(unetr_ckpt, tmp_path, capsys):
+    import nibabel as nib
+
+    import selfmedmae
+    from selfmedmae.cli import main
+    from selfmedmae.models.initialise import check_init, initialise
+
+    out = tmp_path / "shared"
+    assert main(["export", str(unetr_ckpt), "--out", str(out)]) == 0
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(selfmedmae.load_model(out)(x), selfmedmae.load_model(unetr_ckpt)(x))
+    nifti = HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz"
+    for name, ckpt in (("a", unetr_ckpt), ("b", out)):
+        assert main(["predict", str(ckpt), str(nifti), "--out", str(tmp_path / name), "eval.overlap=0"]) == 0
+    a, b = (np.asanyarray(nib.load(tmp_path / n / "hippocampus_001.nii.gz").dataobj) for n in "ab")
+    assert np.array_equal(a, b)
+    mae = _mae_ckpt(tmp_path / "pre" / "checkpoints" / "last.pt")
+    assert main(["export", str(mae), "--out", str(tmp_path / "mae")]) == 0
+    check_init(f"mae:{tmp_path / 'mae'}", 3, "data.roi_size")
+    unetr_a, unetr_b = load_model(unetr_ckpt), load_model(unetr_ckpt)
+    initialise(unetr_a, f"mae:{mae}")
+    initialise(unetr_b, f"mae:{tmp_path / 'mae'}")
+    assert all(torch.equal(p, q) for p, q in zip(unetr_a.state_dict().values(), unetr_b.state_dict().values()))
+    capsys.readouterr()
+    assert main(["export", str(mae), "--out", str(tmp_path / "m2"), "--onnx"]) == 2
+    assert "--onnx: not applicable to a 'mae' checkpoint" in capsys.readouterr().err
+
+
+def test_cli_missing_extra_is_one_line(unetr_ckpt, tmp_path, capsys, monkeypatch):
+    from selfmedmae.cli import main
+
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    assert main(["export", str(unetr_ckpt), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'selfmedmae[export]'" in err and "Traceback" not in err
