@@ -204,3 +204,20 @@ def test_predict_refuses_faulty_series_naming_the_folder(tmp_path, unetr, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"selfmedmae: error: {folder}: 2 series in one folder") and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_docs_worked_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    from doc_examples import blocks, example_commands
+
+    monkeypatch.chdir(tmp_path)
+    root = own_dicom_layout(tmp_path / "my_dicom", ids=IDS[:1])
+    (root / "cases.csv").write_text(blocks("dicom.md", "text")[1])  # the page's cases.csv
+    shutil.move(root / "dicom" / f"case{IDS[0]}", root / "dicom" / "case001")
+    shutil.move(root / "labels" / f"case{IDS[0]}.nii.gz", root / "labels" / "case001.nii.gz")
+    (tmp_path / "my_dicom.yaml").write_text(blocks("dicom.md", "yaml")[0])
+    tiny_checkpoint(tmp_path / "runs" / "hippo", str(CFG), [f"data.root={HIPPOCAMPUS}", "data.roi_size=[16,16,16]"])
+    commands = example_commands("dicom.md")
+    assert [c[0] for c in commands] == ["check-data", "predict", "predict"]
+    for argv in commands:
+        assert main(argv) == 0, argv
+    assert (tmp_path / "predictions" / "case001.nii.gz").is_file() and (tmp_path / "seg" / "case001.dcm").is_file()

@@ -188,3 +188,22 @@ def test_cli_missing_extra_is_one_line(unetr_ckpt, tmp_path, capsys, monkeypatch
     assert main(["export", str(unetr_ckpt), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'selfmedmae[export]'" in err and "Traceback" not in err
+
+
+def test_docs_worked_example_runs_as_written(tmp_path, monkeypatch):
+    import shutil
+
+    from doc_examples import blocks, example_commands
+    from selfmedmae.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    tiny_checkpoint(tmp_path / "runs" / "hippo", str(CFG / "hippocampus.yaml"), [f"data.root={HIPPOCAMPUS}", ROI16])
+    (tmp_path / "scans").mkdir()
+    shutil.copy(HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz", tmp_path / "scans")
+    for argv in example_commands("export.md"):
+        if "--onnx" in argv:
+            pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+        assert main(argv) == 0, argv
+    exec(blocks("export.md", "python")[-1], {})  # load_model("hippo_model")
+    assert (tmp_path / "hippo_model" / "model.onnx").is_file()
+    assert (tmp_path / "predictions" / "hippocampus_001.nii.gz").is_file()
