@@ -2,6 +2,7 @@
 told from a folder of NIfTI files, faulty folders are named with their problem, a missing extra is one line."""
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 
@@ -221,3 +222,42 @@ def test_docs_worked_example_runs_as_written(tmp_path, monkeypatch, capsys):
     for argv in commands:
         assert main(argv) == 0, argv
     assert (tmp_path / "predictions" / "case001.nii.gz").is_file() and (tmp_path / "seg" / "case001.dcm").is_file()
+
+
+def test_msd_dataset_json_extra_unlabelled_and_a_folder_of_series(tmp_path, unetr, capsys):
+    import json
+
+    root = own_dicom_layout(tmp_path / "task", ids=IDS[:3])
+    (root / "dataset.json").write_text(json.dumps({
+        "name": "dicom task", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
+        "training": [{"image": f"./dicom/case{i}", "label": f"./labels/case{i}.nii.gz"} for i in IDS[:3]],
+        "test": []}))
+    hippocampus_series(root / "extra" / "scan_a", f"hippocampus_{IDS[3]}")
+    hippocampus_series(root / "extra" / "scan_b", f"hippocampus_{IDS[4]}")
+    assert main(["check-data", str(CFG), f"data.root={root}", "data.extra_unlabelled=extra", "stage=pretrain"]) == 0
+    out = capsys.readouterr().out
+    assert "3 labelled" in out and "2 extra unlabelled image(s)" in out
+    # predict: a folder whose sub-folders are series predicts each of them
+    assert main(["predict", str(unetr), str(root / "extra"), "--out", str(tmp_path / "p"), "eval.overlap=0"]) == 0
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.nii.gz")) == ["scan_a.nii.gz", "scan_b.nii.gz"]
+
+
+def test_training_refuses_a_faulty_series_before_it_starts(tmp_path):
+    from selfmedmae.config import load_config
+    from selfmedmae.data import build
+    from selfmedmae.errors import UserError
+
+    root = own_dicom_layout(tmp_path / "own", ids=IDS[:3])
+    (root / "dicom" / f"case{IDS[0]}" / "Thumbs.db").write_bytes(b"\0" * 200)
+    cfg = load_config(str(CFG), [f"data.root={root}", *OWN])
+    folder = root / "dicom" / f"case{IDS[0]}"
+    with pytest.raises(UserError, match=re.escape(f"{folder}: Thumbs.db is not a DICOM file")):
+        build(cfg.data).check_or_raise("finetune")  # what the training stages run first thing
+
+
+def test_predict_without_the_dicom_extra_says_what_to_install(tmp_path, unetr, capsys, monkeypatch):
+    folder, _ = hippocampus_series(tmp_path / "case")
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    assert main(["predict", str(unetr), str(folder), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'selfmedmae[dicom]'" in err and "Traceback" not in err

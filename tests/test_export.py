@@ -35,8 +35,8 @@ def unetr_ckpt(tmp_path_factory):
     (run / "splits.json").write_text(json.dumps({"schema": 1, "rule": "seeded", "train": ["a", "b"], "val": ["c"],
                                                  "test": ["d"]}))
     (run / "eval_test").mkdir()
-    (run / "eval_test" / "metrics.json").write_text(json.dumps({"split": "test", "mean": {"dice": 0.5},
-                                                                "cases": [{"id": "d"}]}))
+    (run / "eval_test" / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt), "split": "test",
+                                                                "mean": {"dice": 0.5}, "cases": [{"id": "d"}]}))
     return ckpt
 
 
@@ -63,6 +63,7 @@ def test_unetr_export_writes_weights_config_and_card(unetr_ckpt, tmp_path, capsy
     run = unetr_ckpt.parent.parent
     assert data["splits"]["sha256"] == hashlib.sha256((run / "splits.json").read_bytes()).hexdigest()
     assert card["metrics_test"]["mean"] == {"dice": 0.5} and "cases" not in card["metrics_test"]
+    assert card["metrics_test"]["command_rebuilt"] == f"selfmedmae evaluate {unetr_ckpt} eval.split=test"
     assert card["pretraining"] == "scratch" and card["license"] == "fill in"
     assert "| license | fill in |" in (out / "README.md").read_text()
 

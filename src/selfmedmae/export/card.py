@@ -73,7 +73,10 @@ def _metrics(run_dir: Path) -> Optional[dict]:
         return None
     m = json.loads(path.read_text())
     keep = {k: v for k, v in m.items() if k not in ("cases",) and not isinstance(v, list)}
-    return {"file": str(path), "command": m.get("command"), **keep}
+    # evaluate records what it evaluated (checkpoint, split), not its command line: rebuild the command from them
+    rebuilt = f"selfmedmae evaluate {m['checkpoint']} eval.split={m['split']}" if "checkpoint" in m and "split" in m \
+        else None
+    return {"file": str(path), "command": m.get("command"), "command_rebuilt": rebuilt, **keep}
 
 
 def build_card(ckpt: dict, checkpoint: Path, run_dir: Path, classes: Optional[list]) -> dict:
