@@ -60,7 +60,10 @@ def write_series(array: np.ndarray, affine: np.ndarray, folder: Path, modality: 
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # [rows, columns]
         path = folder / names[k]
-        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        try:
+            pydicom.dcmwrite(path, ds, enforce_file_format=True)  # pydicom >= 3
+        except TypeError:
+            pydicom.dcmwrite(path, ds, write_like_original=False)  # pydicom 2.4
         paths.append(path)
     return paths
 

@@ -66,8 +66,11 @@ def test_predict_writes_a_seg_of_each_series_and_refuses_it_for_nifti(tmp_path, 
     assert main(["predict", str(ckpt), str(nifti), "--out", str(tmp_path / "nii"), "eval.overlap=0"]) == 0
     labels = np.asanyarray(nib.load(tmp_path / "nii" / "hippocampus_001.nii.gz").dataobj)
     assert main(["predict", str(ckpt), str(folder), "--out", str(tmp_path / "seg"), "--format", "dicom-seg",
-                 "eval.overlap=0"]) == 0
+                 "--probabilities", "--figures", "eval.overlap=0"]) == 0
     check_seg(tmp_path / "seg" / "case001.dcm", folder, labels, ["Anterior", "Posterior"])
+    prob = nib.load(tmp_path / "seg" / "case001_probabilities.nii.gz")
+    assert prob.shape == (*labels.shape, 3) and np.array_equal(np.asanyarray(prob.dataobj).argmax(-1), labels)
+    assert (tmp_path / "seg" / "figures" / "case001.png").is_file()
     assert all(p.suffix == ".dcm" and p.name.startswith("IM") for p in folder.iterdir())  # the series untouched
     capsys.readouterr()
     assert main(["predict", str(ckpt), str(nifti), "--out", str(tmp_path / "o"), "--format", "dicom-seg"]) == 2

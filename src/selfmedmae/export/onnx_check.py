@@ -9,6 +9,7 @@ command, so no ONNX model that computes something else is ever left behind.
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,12 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> None:
     """Write ``model`` (eval mode) as ONNX with a dynamic batch axis."""
     need("onnx", "export")
     model = plain_convolutions(model).eval()
+    # the TorchScript exporter: the dynamo one (torch's default since 2.9) needs onnxscript, one more dependency
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with torch.no_grad():
-        torch.onnx.export(model, (sample[:1],), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(model, (sample[:1],), str(path), opset_version=OPSET, input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                          **legacy)
 
 
 def onnx_difference(path: Path, model: nn.Module, sample: torch.Tensor) -> float:
