@@ -15,7 +15,7 @@ PACKAGE = "selfmedmae"
 # that must not import each other.
 LAYERS = [
     ("errors",),
-    ("outputs", "runtime"),
+    ("outputs", "runtime", "extras"),
     ("config",),
     ("models", "data"),
     ("preflight",),
@@ -23,7 +23,7 @@ LAYERS = [
     ("metrics",),
     ("figures",),
     ("tasks",),
-    ("train", "eval"),
+    ("train", "eval", "export"),
     ("experiments",),
     ("cli",),
     ("__main__", PACKAGE),  # the package root re-exports load_model

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 from selfmedmae.errors import Stopped, UserError
 
 CONVERT_SOURCES = ("official-mae3d", "official-unetr3d", "mae2d", "vit2d")
+OUTPUT_FORMATS = ("nifti", "dicom-seg")  # what predict writes label maps as
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -55,7 +56,13 @@ def _predict(args: argparse.Namespace) -> int:
     from selfmedmae.eval.predict import run
 
     return run(args.checkpoint, args.inputs, args.out, probs=args.probabilities, figures=args.figures,
-               overrides=args.overrides, overwrite=args.overwrite)
+               overrides=args.overrides, overwrite=args.overwrite, output_format=args.format)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from selfmedmae.export.command import run
+
+    return run(args.checkpoint, args.out, onnx=args.onnx)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -232,14 +239,27 @@ def build_parser() -> argparse.ArgumentParser:
                               "the run config saved in the checkpoint (eval.overlap, run.device, ...).")
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="NIfTI files, folders, an MSD dataset.json (its test list), or PNG / JPEG files; "
+                   help="NIfTI files, DICOM series folders, folders, an MSD dataset.json (its test list), or "
+                        "PNG / JPEG files; "
                         "key=value items override the run config")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--probabilities", action="store_true", help="also write the class probabilities (4D NIfTI)")
     p.add_argument("--figures", action="store_true", help="also draw image + prediction overlays")
+    p.add_argument("--format", default="nifti", choices=OUTPUT_FORMATS,
+                   help="label maps as NIfTI (default) or, for DICOM series inputs, as DICOM SEG (docs/dicom.md)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier predict in --out (never allowed where an input lives)")
     p.set_defaults(handler=_predict, overrides=[])
+
+    p = sub.add_parser("export", help="a checkpoint as a folder to share: safetensors, config, model card, ONNX",
+                       description="Write model.safetensors, config.yaml (the resolved run config), model_card.json "
+                                   "and README.md (the model card) into a new or empty folder; --onnx adds "
+                                   "model.onnx, checked against torch in onnxruntime. load_model, evaluate, predict "
+                                   "and init=mae:DIR take the folder. See docs/export.md.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a native checkpoint, e.g. runs/x/checkpoints/best.pt")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    p.add_argument("--onnx", action="store_true", help="also write the fine-tuned network as model.onnx")
+    p.set_defaults(handler=_export)
 
     p = sub.add_parser("report", help="mean ± std over several runs, and their learning curves")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")

@@ -23,6 +23,7 @@ import numpy as np
 from selfmedmae.data.findings import DataReport, Lines
 from selfmedmae.data.selection import label_count, pretrain_items
 from selfmedmae.data.splits import split_ids
+from selfmedmae.data.suffixes import is_series
 from selfmedmae.errors import UserError
 
 AFFINE_ATOL = 1e-3  # mm; image and label affines must agree to this
@@ -40,6 +41,8 @@ class CaseFacts:
 
 def _read(path: str, facts: CaseFacts):
     """(nibabel image, array) or (None, None) with the reason recorded."""
+    if is_series(path):
+        return _read_series(path, facts)
     if not Path(path).is_file():
         facts.problems.append(f"{path}: file not found")
         return None, None
@@ -54,6 +57,23 @@ def _read(path: str, facts: CaseFacts):
         text = " ".join(str(exc).split())[:160]  # one line: nibabel's messages run over several
         facts.problems.append(f"{path}: unreadable ({exc.__class__.__name__}: {text})")
         return None, None
+
+
+def _read_series(path: str, facts: CaseFacts):
+    """A DICOM series folder: its header problems (several series, missing slices, ...), else the volume as the
+    NIfTI image nibabel would give for it."""
+    from selfmedmae.data.dicom_series import find_problems, read_volume
+
+    try:
+        problems = find_problems(path)
+        if problems:
+            facts.problems += problems
+            return None, None
+        array, affine = read_volume(path)
+    except UserError as exc:  # the dicom extra missing, undecodable pixel data
+        facts.problems.append(str(exc))
+        return None, None
+    return nib.Nifti1Image(array, affine), array
 
 
 MAX_VOXELS = 2 ** 30  # beyond any scan this tool trains on; a damaged header would allocate gigabytes first

@@ -1,7 +1,8 @@
 """The inputs of ``selfmedmae predict``: files, folders and MSD datalists, all checked before any inference.
 
-Volumes (segmentation): ``.nii`` / ``.nii.gz`` files, folders (their ``*.nii`` / ``*.nii.gz``, not recursive,
-skipping hidden files and macOS ``._*`` junk), or an MSD ``dataset.json`` (its ``test`` list). Images (classification):
+Volumes (segmentation): ``.nii`` / ``.nii.gz`` files, folders holding one DICOM series, folders (their
+``*.nii`` / ``*.nii.gz`` and DICOM series sub-folders, not recursive, skipping hidden files and macOS ``._*``
+junk), or an MSD ``dataset.json`` (its ``test`` list). Images (classification):
 files with the 2D suffixes of :mod:`selfmedmae.data.suffixes` (PNG, JPEG, TIFF, BMP, GIF) or folders of them (not recursive). Every file's header is read up
 front, so a missing, unreadable or wrong file stops the command with a :class:`UserError` naming it before
 the long work starts; output names are decided here too, and two inputs that would write the same output
@@ -16,7 +17,7 @@ import nibabel as nib
 from PIL import Image, UnidentifiedImageError
 
 from selfmedmae.data.decathlon import case_id, read_msd
-from selfmedmae.data.suffixes import IMAGE_SUFFIXES, VOLUME_SUFFIXES, has_suffix, listed_files
+from selfmedmae.data.suffixes import IMAGE_SUFFIXES, VOLUME_SUFFIXES, has_suffix, is_series, listed_files
 from selfmedmae.errors import UserError
 
 def _folder(path: Path, suffixes: Sequence[str]) -> List[Path]:
@@ -46,7 +47,9 @@ def collect(inputs: Sequence[str], volumes: bool) -> List[Path]:
         path = Path(given)
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
-        if path.is_dir():
+        if path.is_dir() and volumes and is_series(path):  # a folder holding one DICOM series is one volume
+            files.append(path)
+        elif path.is_dir():
             files += _folder(path, suffixes)
         elif volumes and path.suffix.lower() == ".json":
             files += _datalist(path)
@@ -66,7 +69,15 @@ def collect(inputs: Sequence[str], volumes: bool) -> List[Path]:
 
 
 def check_volume(path: Path, in_chans: int) -> tuple:
-    """Read the NIfTI header; the spatial shape, refusing what the model cannot take."""
+    """Read the NIfTI header (a DICOM series: every slice's header); the spatial shape, refusing what the model
+    cannot take."""
+    if is_series(path):
+        from selfmedmae.data.dicom_series import usable
+
+        shape = usable(path).shape  # ConfigError naming the folder: several series, a missing slice, ...
+        if in_chans != 1:
+            raise UserError(f"{path}: a DICOM series is one channel, the model takes {in_chans}")
+        return tuple(shape)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:

@@ -71,8 +71,8 @@ def subset_rule(data_cfg) -> Optional[str]:
 
 
 def is_image_file(path: Path) -> bool:
-    """A volume file by its suffix; hidden files (macOS ``._*`` junk) are not."""
-    return path.is_file() and not path.name.startswith(".") and has_suffix(path, VOLUME_SUFFIXES)
+    """A volume file by its suffix, or a folder holding a DICOM series; hidden files (macOS ``._*`` junk) are not."""
+    return (path.is_file() or path.is_dir()) and not path.name.startswith(".") and has_suffix(path, VOLUME_SUFFIXES)
 
 
 def folder_images(root: Path, pattern: str) -> Datalist:
@@ -83,7 +83,7 @@ def folder_images(root: Path, pattern: str) -> Datalist:
     if any(c in pattern for c in GLOB_CHARS):
         paths = [Path(p) for p in glob.glob(str(where), recursive=True)]
     elif where.is_dir():
-        paths = list(where.iterdir())
+        paths = [where] if is_image_file(where) else list(where.iterdir())  # one DICOM series, or a folder of them
     else:
         out.problems.append(f"{where}: data.extra_unlabelled: no such folder or file (a folder, a glob, "
                             "a dataset.json-style *.json or a *.csv of image paths)")

@@ -112,6 +112,14 @@ def _late_intensity(cfg) -> bool:
     return cfg.intensity == "nonzero"
 
 
+def volume_readers() -> list:
+    """NIfTI files, and folders holding a DICOM series (:mod:`selfmedmae.data.dicom`; it takes only such folders,
+    found without pydicom, and reading them needs the ``dicom`` extra)."""
+    from selfmedmae.data.dicom import DicomSeriesReader
+
+    return [TorchCopyNibabelReader(), DicomSeriesReader()]
+
+
 def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: bool = True,
                          crop_indices: bool = False) -> List:
     """Load -> orient -> resample -> intensity -> foreground crop -> pad to roi -> label uint8.
@@ -122,7 +130,7 @@ def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: boo
     """
     keys = list(keys)
     # MONAI's loading and resampling, with faster copies and axis-by-axis interpolation (same values)
-    t: List = [LoadImaged(keys, reader=TorchCopyNibabelReader(), image_only=True, ensure_channel_first=True)]
+    t: List = [LoadImaged(keys, reader=volume_readers(), image_only=True, ensure_channel_first=True)]
     if cfg.orientation:
         t.append(Orientationd(keys, axcodes=cfg.orientation, labels=RAS_LABELS))
     if cfg.spacing:

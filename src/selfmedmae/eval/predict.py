@@ -1,4 +1,5 @@
-"""``selfmedmae predict CHECKPOINT INPUT... --out DIR [--probabilities] [--figures]``: a fine-tuned model on new data.
+"""``selfmedmae predict CHECKPOINT INPUT... --out DIR [--probabilities] [--figures] [--format nifti|dicom-seg]``:
+a fine-tuned model on new data.
 
 The inputs are files, folders or (volumes) an MSD ``dataset.json``, with the suffixes the run's data take
 (:mod:`selfmedmae.data.inputs`), every one checked before any inference. What is written is the task's:
@@ -15,22 +16,31 @@ from typing import Sequence
 
 from selfmedmae.config.overrides import separate
 from selfmedmae.data.inputs import collect
+from selfmedmae.data.suffixes import is_series
+from selfmedmae.errors import UserError
 from selfmedmae.inference.forward import load_run
 from selfmedmae.outputs import prepare
 from selfmedmae.tasks import task_of_kind
 
 
 def run(checkpoint: str | os.PathLike, inputs: Sequence[str], out: str | os.PathLike, probs: bool = False,
-        figures: bool = False, overrides: Sequence[str] = (), overwrite: bool = False) -> int:
-    """Predict every input; returns 0. Bad inputs and a bad ``out`` raise UserError before any inference."""
+        figures: bool = False, overrides: Sequence[str] = (), overwrite: bool = False,
+        output_format: str = "nifti") -> int:
+    """Predict every input; returns 0. Bad inputs and a bad ``out`` raise UserError before any inference.
+    ``output_format``: ``nifti`` or ``dicom-seg`` (label maps of DICOM series inputs as DICOM SEG files)."""
     inputs, more = separate(inputs)
     loaded = load_run(checkpoint, list(overrides) + more)
     task = task_of_kind(loaded.kind)(loaded.labels)
     files = collect(inputs, volumes=task.volumes)
+    if output_format == "dicom-seg":
+        not_dicom = [f for f in files if not (task.volumes and is_series(f))]
+        if not_dicom:
+            raise UserError(f"{not_dicom[0]}: --format dicom-seg needs DICOM series inputs (a folder holding one "
+                            f"series) and a segmentation model; use --format nifti for it")
     # never where an input lives (outputs take the input names), never over earlier results unasked
     target = prepare(out, [*inputs, *files, checkpoint], overwrite)
     try:
-        task.predict(loaded, files, target.path, probs, figures)
+        task.predict(loaded, files, target.path, probs, figures, output_format)
     finally:
         target.finish()
     return 0

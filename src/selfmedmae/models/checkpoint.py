@@ -105,6 +105,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def read_native(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """A native checkpoint's dict, from a ``.pt`` file or a folder written by ``selfmedmae export``."""
+    from selfmedmae.models.exported import is_exported, read_exported
+
+    if is_exported(path):
+        return read_exported(path, map_location)
     ckpt = read_checkpoint(path, map_location)
     if ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not a native selfmedmae checkpoint; import it first with "
@@ -142,5 +147,5 @@ def model_from(ckpt: Mapping[str, Any], source: str) -> nn.Module:
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """A ready model (eval mode) from a native checkpoint."""
+    """A ready model (eval mode) from a native checkpoint or an exported model folder."""
     return model_from(read_native(path, map_location), str(path))

@@ -1,5 +1,5 @@
 """Where fine-tuning starts (``init``): ``scratch``, ``mae:PATH`` (a native MAE / encoder / any native
-checkpoint), ``official:PATH`` (a checkpoint of the official SelfMedMAE MAE3D), ``imagenet:PATH`` (a local
+checkpoint, or a folder written by ``selfmedmae export``), ``official:PATH`` (a checkpoint of the official SelfMedMAE MAE3D), ``imagenet:PATH`` (a local
 2D ViT with timm keys, e.g. ImageNet or original-MAE weights; inflated for 3D). Nothing is downloaded."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 from selfmedmae.config.rules import err
 from selfmedmae.errors import UserError
 from selfmedmae.models.checkpoint import read_checkpoint, read_native
+from selfmedmae.models.exported import is_exported
 from selfmedmae.models.convert import official_mae3d_state, unwrap_state_dict
 from selfmedmae.models.transfer import TransferReport, encoder_state, load_2d_vit, load_encoder
 
@@ -43,11 +44,11 @@ def check_init(init: str, dims: int, input_key: str, may_be_missing: bool = Fals
     kind, path = parse_init(init)
     if kind == "scratch":
         return
-    if not Path(path).is_file():
+    if not Path(path).is_file() and not is_exported(path):
         if may_be_missing:
             return
         raise err("init", f"{path}: checkpoint file not found")
-    ckpt = _peek(path)
+    ckpt = read_native(path) if is_exported(path) else _peek(path)
     if kind in ("mae", "native"):
         _check_native(ckpt, path, dims, input_key)
         return

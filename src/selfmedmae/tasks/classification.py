@@ -174,7 +174,8 @@ class Classification:
     # -- predict ---------------------------------------------------------------------------------------
     volumes = False  # predict's inputs are 2D images
 
-    def predict(self, run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool) -> None:
+    def predict(self, run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool,
+                output_format: str = "nifti") -> None:  # output_format: volumes only (predict refuses dicom-seg here)
         if probs or figures:
             print("note: --probabilities / --figures apply to segmentation; the CSV holds the probabilities")
         for f in files:  # every image, before any inference

@@ -277,10 +277,11 @@ class Segmentation:
     # -- predict ---------------------------------------------------------------------------------------
     volumes = True  # predict's inputs are volumes
 
-    def predict(self, run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool) -> None:
+    def predict(self, run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool,
+                output_format: str = "nifti") -> None:
         from selfmedmae.tasks.volume_output import predict_volumes
 
-        predict_volumes(run, files, out, probs, figures)
+        predict_volumes(run, files, out, probs, figures, output_format)
 
 
 TASK = Segmentation

@@ -10,6 +10,11 @@ cropping the model's preprocessing did. The preprocessing is the evaluation reci
 header, so the geometry is copied, not recomputed. The data's format writes the label map (BraTS regions
 become the MSD label map they came from: :meth:`selfmedmae.data.formats.BratsVolumes.label_map`).
 
+A folder holding a DICOM series is read as the NIfTI image nibabel would give for it
+(:mod:`selfmedmae.data.dicom_series`), so its label map is the one of that NIfTI file, to the voxel; with
+``--format dicom-seg`` it is written as ``DIR/<folder name>.dcm``, a DICOM SEG referencing the series
+(:mod:`selfmedmae.tasks.dicom_seg`), never into the series folder.
+
 ``--probabilities`` adds ``DIR/<name>_probabilities.nii.gz``: float32 [X, Y, Z, K] on the same grid (softmax
 over the classes with background first, or one sigmoid per region), carried back with trilinear
 resampling; voxels outside the foreground crop get background probability 1. The label map is the same with
@@ -27,6 +32,7 @@ import torch
 
 from selfmedmae.data.formats import format_of
 from selfmedmae.data.inputs import check_volume, output_stems
+from selfmedmae.data.suffixes import is_series
 from selfmedmae.errors import UserError
 from selfmedmae.figures.overlay import plot_segmentation_overlay
 from selfmedmae.inference.decide import decide, fill_background, probabilities
@@ -79,7 +85,22 @@ def predict_volume(run: LoadedRun, transforms, path: Path,
     return label_map, prob
 
 
-def predict_volumes(run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool) -> None:
+def reference_image(path: Path):
+    """The NIfTI image whose header the outputs copy: the input file, or for a DICOM series folder the NIfTI
+    image nibabel would give for it (its RAS affine as qform and sform, scanner coordinates)."""
+    if not is_series(path):
+        return nib.load(str(path))
+    from selfmedmae.data.dicom_series import read_volume
+
+    array, affine = read_volume(path)
+    img = nib.Nifti1Image(array.astype(np.float32), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return img
+
+
+def predict_volumes(run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool,
+                    output_format: str = "nifti") -> None:
     from selfmedmae.data.transforms_3d import eval_transforms
 
     shapes = [check_volume(f, run.in_chans) for f in files]  # all inputs, before any inference
@@ -89,9 +110,14 @@ def predict_volumes(run: LoadedRun, files: Sequence[Path], out: Path, probs: boo
         label_map, prob = predict_volume(run, transforms, path, probs)
         if tuple(label_map.shape[1:]) != shape:  # cannot happen unless the inversion is broken: never write it
             raise RuntimeError(f"{path}: prediction came back as {list(label_map.shape[1:])}, not {list(shape)}")
-        ref = nib.load(str(path))
-        target = out / f"{stem}.nii.gz"
-        write_like(ref, label_map[0].numpy(), np.uint8, target)
+        ref = reference_image(path)
+        if output_format == "dicom-seg":  # checked by predict: the input is a DICOM series
+            from selfmedmae.tasks.dicom_seg import write_dicom_seg
+
+            target = write_dicom_seg(label_map[0].numpy(), path, run.labels.written, out / f"{stem}.dcm")
+        else:
+            target = out / f"{stem}.nii.gz"
+            write_like(ref, label_map[0].numpy(), np.uint8, target)
         present = sorted(int(v) for v in torch.unique(label_map) if v > 0)
         print(f"wrote {target} (shape {list(shape)}, labels present: {present or 'none'})")
         if prob is not None:
