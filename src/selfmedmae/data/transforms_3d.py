@@ -25,6 +25,8 @@ prediction back onto the input file's grid with MONAI ``Invertd``.
 """
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import List, Sequence
 
 import torch
@@ -120,6 +122,21 @@ def volume_readers() -> list:
     return [TorchCopyNibabelReader(), DicomSeriesReader()]
 
 
+def _load(keys: Sequence[str]) -> LoadImaged:
+    """LoadImaged with our readers. MONAI also builds its own readers as fallbacks; with pydicom installed its
+    nvImageCodec DICOM reader warns, on every machine without that GPU codec, that it falls back to pydicom.
+    That reader never decodes anything for us, so its warning is silenced here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+        plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+        level = plugin_log.level
+        plugin_log.setLevel(logging.ERROR)
+        try:
+            return LoadImaged(keys, reader=volume_readers(), image_only=True, ensure_channel_first=True)
+        finally:
+            plugin_log.setLevel(level)
+
+
 def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: bool = True,
                          crop_indices: bool = False) -> List:
     """Load -> orient -> resample -> intensity -> foreground crop -> pad to roi -> label uint8.
@@ -130,7 +147,7 @@ def deterministic_prefix(cfg, keys: Sequence[str] = ("image", "label"), pad: boo
     """
     keys = list(keys)
     # MONAI's loading and resampling, with faster copies and axis-by-axis interpolation (same values)
-    t: List = [LoadImaged(keys, reader=volume_readers(), image_only=True, ensure_channel_first=True)]
+    t: List = [_load(keys)]
     if cfg.orientation:
         t.append(Orientationd(keys, axcodes=cfg.orientation, labels=RAS_LABELS))
     if cfg.spacing:

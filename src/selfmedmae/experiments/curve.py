@@ -36,6 +36,7 @@ from selfmedmae.errors import UserError
 from selfmedmae.experiments.compare import compare, headline, mean_std, n_evaluated, pm, verdict
 from selfmedmae.experiments.curve_plot import plot_curve
 from selfmedmae.experiments.stages import evaluate, train
+from selfmedmae.tasks import task_of_metrics
 
 INITS = ("mae", "scratch")
 BUDGETS = ("epochs", "steps")
@@ -183,11 +184,13 @@ def write_outputs(points: Sequence[Point], out_dir: Path, command: str = "") -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     metric = headline(points[0].metrics)[0]
     n_test = n_evaluated(points[0].metrics)
+    task = task_of_metrics(points[0].metrics)
+    unit = task.unit if task is not None else "cases"
     rows = summarize(points)
     md = [f"# Label efficiency: test {metric} against the labelled fraction", "",
-          f"Mean ± sample std over seeds; {n_test} test {'images' if 'AUC' in metric else 'cases'}; MAE and "
+          f"Mean ± sample std over seeds; {n_test} test {unit}; MAE and "
           "scratch share every fine-tuning setting and budget, only `init` differs.", "",
-          f"| fraction | labelled {'images' if 'AUC' in metric else 'cases'} | epochs | MAE | scratch | "
+          f"| fraction | labelled {unit} | epochs | MAE | scratch | "
           "MAE − scratch | seeds |", "|---|---|---|---|---|---|---|"]
     for f in sorted({r["fraction"] for r in rows}):
         by = {r["init"]: r for r in rows if r["fraction"] == f}
@@ -217,5 +220,5 @@ def write_outputs(points: Sequence[Point], out_dir: Path, command: str = "") -> 
     paths[2].write_text(json.dumps({"metric": metric, "n_test": n_test, "command": command,
                                     "summary": [{**r, "std": r["std"] if math.isfinite(r["std"]) else None}
                                                 for r in rows]}, indent=1) + "\n")
-    plot_curve(rows, metric, n_test, paths[3])
+    plot_curve(rows, metric, n_test, paths[3], unit=unit, chance=task.chance if task is not None else None)
     return paths

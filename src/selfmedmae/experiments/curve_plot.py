@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -15,9 +15,11 @@ STYLE = {"mae": dict(color="tab:blue", marker="o", label="MAE pre-trained"),
          "scratch": dict(color="tab:grey", marker="s", label="from scratch")}
 
 
-def plot_curve(rows: Sequence[dict], metric: str, n_test: int, path: str | Path) -> Path:
+def plot_curve(rows: Sequence[dict], metric: str, n_test: int, path: str | Path, unit: str = "cases",
+               chance: Optional[float] = None) -> Path:
     """``rows`` from :func:`selfmedmae.experiments.curve.summarize`. The x axis is logarithmic (fractions such as
-    0.1 / 0.25 / 0.5 / 1 are evenly spread); each tick also names the number of labelled cases."""
+    0.1 / 0.25 / 0.5 / 1 are evenly spread); each tick also names the number of labelled ``unit``; ``chance``
+    (the metric of a random model) is drawn as a line."""
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
     fractions = sorted({r["fraction"] for r in rows})
@@ -31,9 +33,8 @@ def plot_curve(rows: Sequence[dict], metric: str, n_test: int, path: str | Path)
         n_seeds = max(r["n_seeds"] for r in own)
         ax.errorbar(x, y, yerr=err, capsize=4, linewidth=1.6, markersize=6,
                     **{**STYLE[init], "label": f"{STYLE[init]['label']} ({n_seeds} seed{'s' if n_seeds > 1 else ''})"})
-    unit = "images" if "AUC" in metric else "cases"
-    if "AUC" in metric:
-        ax.axhline(0.5, color="tab:red", linestyle="--", linewidth=1, label="chance (AUC 0.5)")
+    if chance is not None:
+        ax.axhline(chance, color="tab:red", linestyle="--", linewidth=1, label=f"chance ({chance:g})")
     ax.set_xscale("log")
     n_by_fraction = {}
     for r in rows:
