@@ -174,6 +174,11 @@ class Classification:
     # -- predict ---------------------------------------------------------------------------------------
     volumes = False  # predict's inputs are 2D images
 
+    @staticmethod
+    def predict_outputs(files: Sequence[Path], probs: bool, figures: bool) -> list[tuple[str, str]]:
+        """The files :meth:`predict` writes (relative to its folder) and what each is."""
+        return [("predictions.csv", "the predictions of every image")]
+
     def predict(self, run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool) -> None:
         if probs or figures:
             print("note: --probabilities / --figures apply to segmentation; the CSV holds the probabilities")

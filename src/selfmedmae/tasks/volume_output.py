@@ -31,6 +31,7 @@ from selfmedmae.errors import UserError
 from selfmedmae.figures.overlay import plot_segmentation_overlay
 from selfmedmae.inference.decide import decide, fill_background, probabilities
 from selfmedmae.inference.forward import LoadedRun, segment_logits
+from selfmedmae.outputs.atomic import replacing
 from selfmedmae.runtime.log import progress_iter
 
 
@@ -42,8 +43,8 @@ def write_like(reference, data: np.ndarray, dtype, path: Path) -> None:
     img = reference.__class__(data.astype(dtype), reference.affine, header=header)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["descrip"] = b"selfmedmae predict"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.to_filename(str(path))
+    with replacing(path) as tmp:  # no truncated NIfTI on a full disk; the suffix (.nii.gz) is kept
+        img.to_filename(str(tmp))
 
 
 def _invert(pred: torch.Tensor, item: dict, transforms, nearest: bool) -> torch.Tensor:
@@ -77,6 +78,18 @@ def predict_volume(run: LoadedRun, transforms, path: Path,
         if not multilabel:  # outside the crop every channel came back 0: that is background
             prob = fill_background(prob)
     return label_map, prob
+
+
+def planned_outputs(files: Sequence[Path], probs: bool, figures: bool) -> list[tuple[str, str]]:
+    """Every file :func:`predict_volumes` would write, relative to the output folder, and what it is."""
+    plan = []
+    for path, stem in zip(files, output_stems(files)):
+        plan.append((f"{stem}.nii.gz", f"the label map of {path}"))
+        if probs:
+            plan.append((f"{stem}_probabilities.nii.gz", f"the probability map of {path}"))
+        if figures:
+            plan.append((f"figures/{stem}.png", f"the overlay of {path}"))
+    return plan
 
 
 def predict_volumes(run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool) -> None:
