@@ -31,14 +31,13 @@ def run(checkpoint: str | os.PathLike, overrides: Sequence[str] = (), out: Optio
     split = str(loaded.cfg.eval.split)
     out_dir = Path(out) if out is not None else loaded.run_dir / f"eval_{split}"
     target = prepare(out_dir, [checkpoint], overwrite, protected=[loaded.cfg.data.root])
-    try:
+    target.plan([("metrics.json", "the metrics"), ("metrics.md", "the metrics table")])
+    with target:  # records exactly what it writes; Ctrl-C / SIGTERM removes it again
         data = build(loaded.cfg.data, loaded.run_dir)
         check_outputs(loaded, data.labels)
         task = task_of_kind(loaded.kind)(data.labels)
         metrics = {"task": task.name, **_context(loaded, split), **task.evaluate(loaded, data, split, out_dir, figures)}
         text = write_metrics(metrics, out_dir, task.rows(metrics))
-    finally:
-        target.finish()
     print(text, end="")
     print(f"\nwrote {out_dir / 'metrics.json'}, {out_dir / 'metrics.md'} and {out_dir / 'figures'}")
     return 0

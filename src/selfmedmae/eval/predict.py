@@ -39,8 +39,7 @@ def run(checkpoint: str | os.PathLike, inputs: Sequence[str], out: str | os.Path
                             f"series) and a segmentation model; use --format nifti for it")
     # never where an input lives (outputs take the input names), never over earlier results unasked
     target = prepare(out, [*inputs, *files, checkpoint], overwrite)
-    try:
+    target.plan(task.predict_outputs(files, probs, figures, output_format), files)  # two outputs of one name: refused now
+    with target:  # records exactly what it writes; Ctrl-C / SIGTERM removes it again
         task.predict(loaded, files, target.path, probs, figures, output_format)
-    finally:
-        target.finish()
     return 0

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from selfmedmae.errors import UserError
+from selfmedmae.outputs.atomic import write_text
 from selfmedmae.tasks import task_of_metrics
 from selfmedmae.figures.curves import plot_learning_curves, read_jsonl
 
@@ -170,11 +171,11 @@ def run(run_dirs: Sequence[str | os.PathLike], out: Optional[str | os.PathLike] 
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
     text = markdown(runs, summary)
-    (out / "report.md").write_text(text)
+    write_text(out / "report.md", text)  # a full disk: one line, no partial file
     record = {"runs": [{"name": r.name, "dir": str(r.dir), "source": r.source, "split": r.split,
                         "metrics": r.metrics} for r in runs], "metrics": summary,
               "std": "sample standard deviation over runs (ddof=1)"}
-    (out / "report.json").write_text(json.dumps(_json_safe(record), indent=2) + "\n")
+    write_text(out / "report.json", json.dumps(_json_safe(record), indent=2) + "\n")
     print(text, end="")
     curves = _learning_curves(runs, out / "learning_curves.png")
     print(f"\nwrote {out / 'report.md'}, {out / 'report.json'}" + (f" and {curves}" if curves else ""))

@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 from selfmedmae.config import load_config
 from selfmedmae.models.initialise import parse_init
 from selfmedmae.data.facade import build
+from selfmedmae.outputs.atomic import replacing, write_text
 from selfmedmae.data.selection import label_count
 from selfmedmae.errors import UserError
 from selfmedmae.experiments.compare import compare, headline, mean_std, n_evaluated, pm, verdict
@@ -210,14 +211,14 @@ def write_outputs(points: Sequence[Point], out_dir: Path, command: str = "") -> 
     if command:
         md += ["", f"Command: `{command}`"]
     paths = [out_dir / "curve.md", out_dir / "curve.csv", out_dir / "curve.json", out_dir / "curve.png"]
-    paths[0].write_text("\n".join(md) + "\n")
-    with open(paths[1], "w", newline="") as fh:
+    write_text(paths[0], "\n".join(md) + "\n")  # each through a temporary file: one line on a full disk
+    with replacing(paths[1]) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["fraction", "n_labelled", "epochs", "seed", "init", "metric", "value", "run_dir"])
         for p in sorted(points, key=lambda p: (p.fraction, p.init, p.seed)):
             w.writerow([f"{p.fraction:g}", p.n_labelled, p.epochs, p.seed, p.init, metric,
                         f"{headline(p.metrics)[1]:.6f}", str(p.run_dir)])
-    paths[2].write_text(json.dumps({"metric": metric, "n_test": n_test, "command": command,
+    write_text(paths[2], json.dumps({"metric": metric, "n_test": n_test, "command": command,
                                     "summary": [{**r, "std": r["std"] if math.isfinite(r["std"]) else None}
                                                 for r in rows]}, indent=1) + "\n")
     plot_curve(rows, metric, n_test, paths[3], unit=unit, chance=task.chance if task is not None else None)

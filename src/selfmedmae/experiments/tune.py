@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 from selfmedmae.config import load_config
 from selfmedmae.errors import UserError
+from selfmedmae.outputs.atomic import replacing, write_text
 from selfmedmae.experiments.compare import mean_std, pm
 from selfmedmae.experiments.stages import train
 
@@ -196,13 +197,13 @@ def write_outputs(trials: Sequence[Trial], grid: Grid, named: dict[str, str], ou
     md += [f"- {n} (`init={w['init']}`): `{' '.join(w['sets'])}`: {pm(w['mean'], w['std'], 4)}"
            for n, w in winners.items()]
     paths = [out_dir / "tune.md", out_dir / "tune.json", out_dir / "tune.csv"]
-    paths[0].write_text("\n".join(md) + "\n")
+    write_text(paths[0], "\n".join(md) + "\n")  # each through a temporary file: one line on a full disk
     record = {"command": command, "metric": metric, "grid": {k: v for k, v in grid.axes}, "inits": named,
               "rows": rows, "winners": winners,
               "runs": [{"init": t.init, "sets": list(t.sets), "seed": t.seed, "run_dir": str(t.run_dir),
                         "score": t.score} for t in trials]}
-    paths[1].write_text(json.dumps(_finite(record), indent=1, allow_nan=False, default=str) + "\n")
-    with open(paths[2], "w", newline="") as fh:
+    write_text(paths[1], json.dumps(_finite(record), indent=1, allow_nan=False, default=str) + "\n")
+    with replacing(paths[2]) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["init", *[k for k, _ in grid.axes], "seed", metric, "run_dir"])
         for t in trials:

@@ -12,6 +12,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from selfmedmae.outputs.atomic import replacing
+
 DPI = 100
 MASK_GREY = (0.5, 0.5, 0.5)  # masked MAE patches, as in the MAE paper's figures
 
@@ -45,8 +47,9 @@ def class_colour(index: int) -> tuple[float, float, float]:
 
 
 def save(fig: Figure, path: str | Path) -> Path:
-    """Write fig as PNG (parents created) and return the path."""
+    """Write fig as PNG (parents created; through a temporary file, so a failed write leaves no partial PNG
+    and is one line: :mod:`selfmedmae.outputs.atomic`) and return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png", facecolor="white")
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png", facecolor="white")
     return path

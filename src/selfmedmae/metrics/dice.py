@@ -47,6 +47,7 @@ from monai.metrics import compute_hausdorff_distance
 from selfmedmae.data.brats import BRATS_HD_PENALTY_MM
 from selfmedmae.inference.decide import decide, probabilities
 from selfmedmae.metrics.table import metrics_markdown
+from selfmedmae.outputs.atomic import write_text
 
 __all__ = ["BRATS_HD_PENALTY_MM", "CaseScores", "dice_scores", "class_means", "mean_over", "onehot_from_logits", "onehot_from_labelmap",
            "segmentation_scores", "summarize_segmentation", "write_metrics", "metrics_markdown"]
@@ -259,7 +260,7 @@ def write_metrics(metrics: Mapping[str, Any], out_dir: str | Path, rows: Sequenc
     ``rows``) into out_dir; return the markdown text."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+    write_text(out / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
     text = metrics_markdown(metrics, rows)
-    (out / "metrics.md").write_text(text)
+    write_text(out / "metrics.md", text)
     return text

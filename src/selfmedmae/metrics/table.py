@@ -14,6 +14,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from selfmedmae.outputs.atomic import replacing
+
 _SKIP = {"task", "classes", "mean", "subsets", "cases", "labels", "mean_auc", "n_labels_excluded", "excluded_labels"}
 
 
@@ -51,8 +53,7 @@ def write_scores_csv(path: Path, ids: Sequence[str], scores: np.ndarray, names: 
                      targets: Optional[np.ndarray] = None) -> Path:
     """One row per image: its id, one probability column per label (and the 0/1 targets when given)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
+    with replacing(path) as tmp, open(tmp, "w", newline="") as fh:  # no partial CSV on a failed write
         writer = csv.writer(fh)
         writer.writerow(["image", *names, *([f"{n} (target)" for n in names] if targets is not None else [])])
         for i, image_id in enumerate(ids):

@@ -174,6 +174,12 @@ class Classification:
     # -- predict ---------------------------------------------------------------------------------------
     volumes = False  # predict's inputs are 2D images
 
+    @staticmethod
+    def predict_outputs(files: Sequence[Path], probs: bool, figures: bool,
+                        output_format: str = "nifti") -> list[tuple[str, str]]:
+        """The files :meth:`predict` writes (relative to its folder) and what each is."""
+        return [("predictions.csv", "the predictions of every image")]
+
     def predict(self, run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool,
                 output_format: str = "nifti") -> None:  # output_format: volumes only (predict refuses dicom-seg here)
         if probs or figures:

@@ -277,6 +277,14 @@ class Segmentation:
     # -- predict ---------------------------------------------------------------------------------------
     volumes = True  # predict's inputs are volumes
 
+    @staticmethod
+    def predict_outputs(files: Sequence[Path], probs: bool, figures: bool,
+                        output_format: str = "nifti") -> list[tuple[str, str]]:
+        """The files :meth:`predict` writes (relative to its folder) and what each is."""
+        from selfmedmae.tasks.volume_output import planned_outputs
+
+        return planned_outputs(files, probs, figures, output_format)
+
     def predict(self, run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool,
                 output_format: str = "nifti") -> None:
         from selfmedmae.tasks.volume_output import predict_volumes

@@ -37,6 +37,7 @@ from selfmedmae.errors import UserError
 from selfmedmae.figures.overlay import plot_segmentation_overlay
 from selfmedmae.inference.decide import decide, fill_background, probabilities
 from selfmedmae.inference.forward import LoadedRun, segment_logits
+from selfmedmae.outputs.atomic import replacing
 from selfmedmae.runtime.log import progress_iter
 
 
@@ -48,8 +49,8 @@ def write_like(reference, data: np.ndarray, dtype, path: Path) -> None:
     img = reference.__class__(data.astype(dtype), reference.affine, header=header)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["descrip"] = b"selfmedmae predict"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.to_filename(str(path))
+    with replacing(path) as tmp:  # no truncated NIfTI on a full disk; the suffix (.nii.gz) is kept
+        img.to_filename(str(tmp))
 
 
 def _invert(pred: torch.Tensor, item: dict, transforms, nearest: bool) -> torch.Tensor:
@@ -97,6 +98,20 @@ def reference_image(path: Path):
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     return img
+
+
+def planned_outputs(files: Sequence[Path], probs: bool, figures: bool,
+                    output_format: str = "nifti") -> list[tuple[str, str]]:
+    """Every file :func:`predict_volumes` would write, relative to the output folder, and what it is."""
+    plan = []
+    suffix = ".dcm" if output_format == "dicom-seg" else ".nii.gz"
+    for path, stem in zip(files, output_stems(files)):
+        plan.append((f"{stem}{suffix}", f"the label map of {path}"))
+        if probs:
+            plan.append((f"{stem}_probabilities.nii.gz", f"the probability map of {path}"))
+        if figures:
+            plan.append((f"figures/{stem}.png", f"the overlay of {path}"))
+    return plan
 
 
 def predict_volumes(run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool,

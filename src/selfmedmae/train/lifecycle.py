@@ -20,16 +20,18 @@ from torch import nn
 from selfmedmae.config import save_config, to_dict
 from selfmedmae.preflight import validate
 from selfmedmae.data.facade import Data, build
-from selfmedmae.errors import Stopped, Terminated, UserError
+from selfmedmae.errors import FailedAfterStart, Stopped, Terminated, UserError, raise_on_sigterm
 from selfmedmae.runtime.device import Precision, precision
 from selfmedmae.runtime.distributed import Dist, barrier, broadcast_flag, digests_across, setup
 from selfmedmae.train.engine import DivergedError
 from selfmedmae.runtime.log import MetricsLog
 from selfmedmae.train.rng import seed_everything
-from selfmedmae.train.run_dir import RunLock, decide_resume, held_files
+from selfmedmae.train.run_dir import RunLock, decide_resume, held_files, refuse_data_folders
 from selfmedmae.train.state import resume_training_state
 
 WRITTEN_AT_START = ("config.yaml", "splits.json", "metrics.jsonl", "tensorboard", "checkpoints", "figures")
+# what a start may create in run.dir before its first step (the disk cache when data.cache_dir is unset)
+MADE_BEFORE_FIRST_STEP = WRITTEN_AT_START + ("cache",)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Run:
     data: Data
     lock: Optional[RunLock] = None
     created: list = field(default_factory=list)  # folders this start made, deepest first
+    existing: Optional[set] = None  # names in run.dir before this start wrote: its ownership record
     fresh: bool = False  # decided to start afresh (not a resume): a failed start removes what it wrote
     started: bool = False  # the first optimiser step is under way: files stay, whatever happens
     prev_sigterm: Any = None  # the SIGTERM handler before this run (restored at its end)
@@ -80,7 +83,7 @@ def start(cfg: DictConfig, command: str) -> Run:
     cfg.run.resume = resume
     run.fresh = ctx.is_main and not resume
     barrier(ctx)
-    run.prev_sigterm = _on_sigterm()
+    run.prev_sigterm = raise_on_sigterm()  # a scheduler's stop ends a run like Ctrl-C, with a message
     seed_everything(cfg.run.seed)
     return run
 
@@ -88,6 +91,7 @@ def start(cfg: DictConfig, command: str) -> Run:
 def _claim(run: Run) -> bool:
     """Rank 0: lock the folder, decide fresh or resume, check the data, then write config and splits."""
     cfg, run_dir = run.cfg, run.dir
+    refuse_data_folders(run_dir, run.data)
     run.created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -104,10 +108,11 @@ def _claim(run: Run) -> bool:
     run.data.check_or_raise(str(cfg.stage))
     run.fresh = not resume  # from here on this start writes; a fresh one that fails removes what it wrote
     if not resume and had:  # run.resume=auto: the same run, killed before its first checkpoint: start over
-        _remove_run_files(run_dir, cfg)
+        _remove_run_files(run_dir, WRITTEN_AT_START)
         print(f"run.resume=auto: {run_dir} held no checkpoint of this run; starting it from the beginning")
     elif resume:
         print(f"resuming from {run.last}")
+    run.existing = {p.name for p in run_dir.iterdir()}  # an undo removes only what this start adds
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     for tmp in run.checkpoints.glob(".*.tmp"):  # half-written saves of a killed process (we hold the lock)
         tmp.unlink(missing_ok=True)
@@ -123,8 +128,7 @@ def _save_config_atomic(cfg: DictConfig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _remove_run_files(run_dir: Path, cfg: DictConfig) -> None:
-    names = list(WRITTEN_AT_START) + (["cache"] if cfg.data.cache_dir is None else [])
+def _remove_run_files(run_dir: Path, names) -> None:
     for name in names:
         p = run_dir / name
         if p.is_dir():
@@ -134,9 +138,10 @@ def _remove_run_files(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def _undo_start(run: Run) -> None:
-    """A fresh run that failed before training: remove what its start wrote, the lock and new folders."""
-    if run.fresh and run.lock is not None:
-        _remove_run_files(run.dir, run.cfg)
+    """A fresh run that failed before training: remove what its start wrote (run files and folders that were
+    not in run.dir before it: :attr:`Run.existing`), the lock and the folders it made."""
+    if run.fresh and run.lock is not None and run.existing is not None and run.dir.is_dir():
+        _remove_run_files(run.dir, [n for n in MADE_BEFORE_FIRST_STEP if n not in run.existing])
     release(run)
     for folder in run.created:
         try:
@@ -153,18 +158,6 @@ def release(run: Run) -> None:
     if run.prev_sigterm is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, run.prev_sigterm)
         run.prev_sigterm = None
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
-def _on_sigterm() -> Any:
-    """SIGTERM (a scheduler's stop) ends a run like Ctrl-C: through the error path, with a message.
-    Returns the previous handler (None off the main thread, where handlers cannot be set)."""
-    if threading.current_thread() is threading.main_thread():
-        return signal.signal(signal.SIGTERM, _raise_terminated)
-    return None
 
 
 def _checkpoint_text(run: Run) -> Optional[str]:
@@ -199,6 +192,10 @@ def stopped(run: Run, exc: BaseException) -> BaseException:
         tail = (f"the last good checkpoint {kept} is kept" if kept
                 else "no checkpoint had been written yet")
         return DivergedError(f"{exc}; {tail} (lower the lr, or set train.clip_grad)")
+    if run.started and type(exc) is UserError:  # e.g. a full disk at a checkpoint: not "nothing started"
+        kept = _checkpoint_text(run)
+        return FailedAfterStart(f"{exc}; training had started: "
+                                + (f"the last checkpoint is {kept}" if kept else "no checkpoint was written yet"))
     return exc
 
 

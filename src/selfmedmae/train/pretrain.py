@@ -60,8 +60,9 @@ def run(cfg: DictConfig) -> int:
             if (epoch + 1) % tcfg.save_every == 0:
                 save_model(run_.checkpoints / f"epoch_{epoch + 1:04d}.pt", "mae", args, model)
             if epoch == 0 or (epoch + 1) % tcfg.vis_every == 0 or epoch + 1 == tcfg.epochs:
-                png = figure.save(model, run_.dir / "figures" / f"recon_epoch_{epoch + 1:04d}.png")
-                trainer.log.add_png("pretrain/reconstruction", png, step)  # TensorBoard's Images tab
+                png = figure.save_or_warn(model, run_.dir / "figures" / f"recon_epoch_{epoch + 1:04d}.png")
+                if png is not None:
+                    trainer.log.add_png("pretrain/reconstruction", png, step)  # TensorBoard's Images tab
 
         _, loss = trainer.fit(loss_fn, after_epoch)
         if ctx.is_main:

@@ -34,6 +34,37 @@ LOCK = ".lock"
 HEARTBEAT_S = 30.0
 STALE_S = 300.0
 RUN_FILES = ("config.yaml", "splits.json", "metrics.jsonl", "checkpoints", "tensorboard", "figures")
+
+
+def _data_folders(data: Any) -> set[Path]:
+    """The folders holding the dataset's listed files (images, labels, unlabelled extras)."""
+    folders = set()
+    for split, stage in (("all", "finetune"), ("pretrain", "pretrain")):
+        try:
+            items = data.items(split, stage)
+        except (UserError, OSError, ValueError, KeyError):  # the data check reports bad data afterwards
+            continue
+        for item in items:
+            for key in ("image", "label"):
+                values = item.get(key) if isinstance(item, dict) else None
+                for value in values if isinstance(values, (list, tuple)) else [values]:
+                    if isinstance(value, (str, os.PathLike)):
+                        folders.add(Path(value).resolve().parent)
+    return folders
+
+
+def refuse_data_folders(run_dir: Path, data: Any) -> None:
+    """A run folder is never a folder of the dataset's files, nor inside one (below ``data.root`` itself,
+    which may hold ``runs/``): config, events and checkpoints would land among the images or label maps."""
+    here = run_dir.resolve()
+    root = Path(str(data.cfg.root)).resolve() if getattr(data.cfg, "root", None) else None
+    for folder in sorted(_data_folders(data)):
+        if here == folder or (folder != root and folder in here.parents):
+            raise UserError(f"run.dir {run_dir}: is {'' if here == folder else 'inside '}{folder}, a folder of "
+                            f"the dataset's files (data.root {data.cfg.root}); a run writes its config, events "
+                            f"and checkpoints there. Choose a run.dir outside the data folders (nothing was written)")
+
+
 def held_files(run_dir: Path) -> list[str]:
     """The run files in ``run_dir`` (an empty ``checkpoints/`` does not count)."""
     found = []

@@ -2,13 +2,14 @@
 no validation split), a fixed mask, original / masked / reconstruction as the paper's Fig. 2."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from selfmedmae.data.facade import Data
-from selfmedmae.errors import UserError
+from selfmedmae.errors import FailedAfterStart, UserError
 from selfmedmae.figures.curves import plot_mae_reconstruction
 from selfmedmae.models.mae import MAE
 
@@ -44,6 +45,8 @@ def sample_images(data: Data, count: int = 2) -> Optional[torch.Tensor]:
 
 
 class ReconstructionFigure:
+    """Draws the same images with the same mask every time, so the figures of a run show its progress."""
+
     def __init__(self, data: Data, seed: int):
         self.images = sample_images(data)
         self.seed = seed
@@ -62,3 +65,16 @@ class ReconstructionFigure:
                                        masked=out["masked"].cpu(), paste=out["paste"].cpu(),
                                        mask=out["mask"].cpu(), patch_size=model.encoder.patch_size,
                                        batched=True)
+
+    def save_or_warn(self, model: MAE, path: Path, warn: Optional[Callable[[str], None]] = None) -> Optional[Path]:
+        """:meth:`save`, best-effort: a figure that cannot be written (a full disk) is a warning, not the end
+        of the run, so that epoch's checkpoint is still written. Returns the path, or None."""
+        try:
+            return self.save(model, path)
+        except FailedAfterStart as exc:
+            (warn or _to_stderr)(f"selfmedmae: warning: the reconstruction figure was not saved: {exc}")
+            return None
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
