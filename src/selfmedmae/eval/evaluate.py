@@ -30,9 +30,10 @@ def run(checkpoint: str | os.PathLike, overrides: Sequence[str] = (), out: Optio
     loaded = load_run(checkpoint, overrides)
     split = str(loaded.cfg.eval.split)
     out_dir = Path(out) if out is not None else loaded.run_dir / f"eval_{split}"
+    data = build(loaded.cfg.data, loaded.run_dir)
+    data.pin_recorded(loaded.run_dir, split)  # the run's own split (splits.json), not today's recomputation
     target = prepare(out_dir, [checkpoint], overwrite, protected=[loaded.cfg.data.root])
     try:
-        data = build(loaded.cfg.data, loaded.run_dir)
         check_outputs(loaded, data.labels)
         task = task_of_kind(loaded.kind)(data.labels)
         metrics = {"task": task.name, **_context(loaded, split), **task.evaluate(loaded, data, split, out_dir, figures)}
