@@ -78,3 +78,61 @@ def test_evaluate_refuses_recorded_ids_the_data_no_longer_hold_and_warns_without
     (run_dir / "splits.json").unlink()
     assert main(["evaluate", str(ckpt), "eval.split=test", "data.num_workers=0", "--out", str(out)]) == 0
     assert "splits.json not found" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def hippo_ckpt(tmp_path_factory):
+    if not HIPPOCAMPUS.is_dir():
+        pytest.skip(f"{HIPPOCAMPUS} is absent")
+    tmp = tmp_path_factory.mktemp("hippo")
+    return tiny_checkpoint(tmp / "run", str(REPO / "configs" / "_data" / "hippocampus.yaml"),
+                           [f"data.root={HIPPOCAMPUS}", "data.roi_size=[16,16,16]"])
+
+
+def _predict_refused(capsys, ckpt, out, *inputs) -> str:
+    assert main(["predict", str(ckpt), *map(str, inputs), "--out", str(out)]) == 2
+    assert not out.exists() or not any(out.iterdir())  # nothing predicted, not even the good input's map
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_predict_refuses_a_scan_with_one_nan_voxel_before_any_inference(tmp_path, hippo_ckpt, capsys):
+    import nibabel as nib
+
+    good = HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz"
+    ref = nib.load(good)
+    data = np.asarray(ref.dataobj, dtype=np.float32).copy()
+    data[10, 20, 15] = np.nan
+    nan = tmp_path / "nan_case.nii.gz"
+    header = ref.header.copy()
+    header.set_data_dtype(np.float32)  # the shipped file is integer; a float export can hold a NaN
+    nib.save(nib.Nifti1Image(data, ref.affine, header), str(nan))
+    assert np.isnan(np.asarray(nib.load(nan).dataobj)).sum() == 1
+    err = _predict_refused(capsys, hippo_ckpt, tmp_path / "out", good, nan)
+    assert f"{nan}: 1 non-finite voxel(s)" in err
+
+
+def test_predict_refuses_a_truncated_volume_up_front_in_one_line(tmp_path, hippo_ckpt, capsys):
+    good = HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz"
+    cut = tmp_path / "cut.nii.gz"
+    raw = (HIPPOCAMPUS / "imagesTr" / "hippocampus_004.nii.gz").read_bytes()
+    cut.write_bytes(raw[: len(raw) // 2])
+    err = _predict_refused(capsys, hippo_ckpt, tmp_path / "out", good, cut)
+    assert f"{cut}: cannot be read in full" in err and "object at 0x" not in err and "<" not in err
+
+
+def test_a_float_image_with_nan_is_refused_by_predict_and_check_data(tmp_path):
+    from PIL import Image
+
+    from selfmedmae.data.check_2d import inspect_image
+    from selfmedmae.data.inputs import check_image
+    from selfmedmae.errors import UserError
+
+    pixels = np.ones((16, 16), np.float32)
+    pixels[3, 4] = np.inf
+    path = tmp_path / "float.tif"
+    Image.fromarray(pixels, mode="F").save(path)
+    with pytest.raises(UserError, match="1 non-finite pixel"):
+        check_image(path)
+    assert "1 non-finite pixel" in inspect_image(str(path))[1]
