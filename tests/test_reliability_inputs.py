@@ -136,3 +136,22 @@ def test_a_float_image_with_nan_is_refused_by_predict_and_check_data(tmp_path):
     with pytest.raises(UserError, match="1 non-finite pixel"):
         check_image(path)
     assert "1 non-finite pixel" in inspect_image(str(path))[1]
+
+
+def test_a_split_column_putting_one_patient_in_two_splits_is_a_problem(tmp_path, capsys):
+    folder = png_folder(tmp_path, images=12, size=(40, 40))
+    with open(folder / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, row in enumerate(rows):  # patients p00..p05, two images each; p01's second image goes to test
+        row["split"] = "test" if i == 3 or i >= 10 else "val" if i in (8, 9) else "train"
+    with open(folder / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    config = tmp_path / "c.yaml"
+    config.write_text("stage: finetune\n")
+    args = ["check-data", str(config), "task=classification", f"data.root={folder}", *CSV_2D]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "patient 'p01' is in the splits train and test" in err
+    assert main([a for a in args if a != "data.group_column=patient"]) == 0  # nothing tells the rows apart
