@@ -155,3 +155,49 @@ def test_a_split_column_putting_one_patient_in_two_splits_is_a_problem(tmp_path,
     err = capsys.readouterr().err
     assert "patient 'p01' is in the splits train and test" in err
     assert main([a for a in args if a != "data.group_column=patient"]) == 0  # nothing tells the rows apart
+
+
+def _finetune_2d(folder, run_dir, *more):
+    return ["finetune", str(folder / "c.yaml"), "task=classification", f"data.root={folder}", *CSV_2D,
+            "model.preset=vit_nano", "model.patch_size=8", "data.num_workers=0", "train.epochs=1",
+            "train.lr=0.001", "run.precision=fp32", f"run.dir={run_dir}", *more]
+
+
+def test_a_batch_larger_than_the_train_split_is_refused_by_check_data_and_training(tmp_path, capsys):
+    folder = png_folder(tmp_path, images=24, size=(40, 40))  # 12 patients: 6 train (12 images)
+    (folder / "c.yaml").write_text("stage: finetune\n")
+    args = _finetune_2d(folder, tmp_path / "run", "train.batch_size=64")
+    assert main(["check-data", *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size: 64 is larger than the 12 images of the train split" in err
+    assert main(args) == 2
+    assert "train.batch_size: 64 is larger than the 12 images" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before the run folder was kept
+    assert main(["check-data", *_finetune_2d(folder, tmp_path / "run", "train.batch_size=12")[1:]]) == 0
+
+
+def test_init_config_picks_a_batch_size_that_fits_the_train_split(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    png_folder(tmp_path, images=30, size=(40, 40))
+    assert main(["init-config", "2d", "--data", "my_xrays", "--out", "my2d.yaml"]) == 0
+    for stage in ("pretrain", "finetune"):
+        cfg = load_config(f"my2d_{stage}.yaml")
+        n = len(build(cfg.data).items("pretrain" if stage == "pretrain" else "train", stage))
+        assert 1 <= cfg.train.batch_size <= n < 64, (stage, cfg.train.batch_size, n)
+    assert os.path.isfile("my2d_finetune.yaml")
+
+
+@pytest.mark.parametrize("change, word", [("model.preset=vit_micro", "width (embed_dim) is 48"),
+                                          ("model.patch_size=16", "patch size is 8")])
+def test_an_init_checkpoint_of_another_shape_is_refused_before_the_run_folder_is_claimed(tmp_path, capsys,
+                                                                                          change, word):
+    folder = png_folder(tmp_path, images=24, size=(40, 40))
+    (folder / "c.yaml").write_text("stage: finetune\n")
+    source = tiny_checkpoint(tmp_path / "src", None, [f"data.root={folder}", *CSV_2D])  # vit_nano, patch 8
+    run_dir = tmp_path / "run"
+    assert main(_finetune_2d(folder, run_dir, "train.batch_size=4", f"init=mae:{source}", change)) == 2
+    err = capsys.readouterr().err
+    assert "error: init: " in err and word in err, err
+    assert not run_dir.exists()
