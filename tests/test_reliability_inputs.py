@@ -201,3 +201,20 @@ def test_an_init_checkpoint_of_another_shape_is_refused_before_the_run_folder_is
     err = capsys.readouterr().err
     assert "error: init: " in err and word in err, err
     assert not run_dir.exists()
+
+
+def test_names_beyond_the_os_limits_are_one_line_errors(tmp_path, hippo_ckpt, capsys):
+    long_name = "x" * 300
+    folder = png_folder(tmp_path, images=24, size=(40, 40))
+    (folder / "c.yaml").write_text("stage: finetune\n")
+    for run_dir in (tmp_path / long_name, tmp_path / "a\x00b"):  # the NUL: refused as an override
+        assert main(_finetune_2d(folder, run_dir, "train.batch_size=4")) == 2
+        err = capsys.readouterr().err
+        assert "run.dir:" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    good = HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz"
+    for given in (tmp_path / f"{long_name}.nii.gz", tmp_path / "a\x00b.nii.gz"):
+        err = _predict_refused(capsys, hippo_ckpt, tmp_path / "out", good, given)
+        assert "input " in err and ("307 bytes" in err or "NUL" in err), err
+    assert main(["predict", str(hippo_ckpt), str(good), "--out", str(tmp_path / long_name)]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "307 bytes" not in err and "300 bytes" in err and len(err.strip().splitlines()) == 1

@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from selfmedmae.config.rules import path_problem, shown
 from selfmedmae.data.decathlon import case_id, read_msd
 from selfmedmae.data.suffixes import IMAGE_SUFFIXES, VOLUME_SUFFIXES, has_suffix, listed_files
 from selfmedmae.errors import UserError
@@ -44,6 +45,7 @@ def collect(inputs: Sequence[str], volumes: bool) -> List[Path]:
         f"image ({', '.join(IMAGE_SUFFIXES)}) or a folder of them"
     files: List[Path] = []
     for given in inputs:
+        check_name(given, "input")
         path = Path(given)
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
@@ -64,6 +66,13 @@ def collect(inputs: Sequence[str], volumes: bool) -> List[Path]:
     if not unique:
         raise UserError("no input files given")
     return unique
+
+
+def check_name(path: str | Path, what: str) -> None:
+    """A UserError when the operating system would refuse ``path`` as a name (NUL, too long)."""
+    problem = path_problem(path)
+    if problem:
+        raise UserError(f"{what} {shown(path)} {problem}")
 
 
 def check_volume(path: Path, in_chans: int) -> tuple:

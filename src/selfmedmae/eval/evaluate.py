@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from selfmedmae.data.facade import build
+from selfmedmae.data.inputs import check_name
 from selfmedmae.inference.forward import LoadedRun, check_outputs, load_run
 from selfmedmae.metrics.dice import write_metrics
 from selfmedmae.outputs import prepare
@@ -27,6 +28,8 @@ def run(checkpoint: str | os.PathLike, overrides: Sequence[str] = (), out: Optio
 
     The output folder is checked first (:mod:`selfmedmae.outputs`): an earlier evaluation there is replaced
     only with ``overwrite``, and an unwritable folder is refused before any case is computed."""
+    if out is not None:
+        check_name(out, "--out")
     loaded = load_run(checkpoint, overrides)
     split = str(loaded.cfg.eval.split)
     out_dir = Path(out) if out is not None else loaded.run_dir / f"eval_{split}"

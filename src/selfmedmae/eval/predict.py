@@ -14,7 +14,7 @@ import os
 from typing import Sequence
 
 from selfmedmae.config.overrides import separate
-from selfmedmae.data.inputs import collect
+from selfmedmae.data.inputs import check_name, collect
 from selfmedmae.inference.forward import load_run
 from selfmedmae.outputs import prepare
 from selfmedmae.tasks import task_of_kind
@@ -23,6 +23,7 @@ from selfmedmae.tasks import task_of_kind
 def run(checkpoint: str | os.PathLike, inputs: Sequence[str], out: str | os.PathLike, probs: bool = False,
         figures: bool = False, overrides: Sequence[str] = (), overwrite: bool = False) -> int:
     """Predict every input; returns 0. Bad inputs and a bad ``out`` raise UserError before any inference."""
+    check_name(out, "--out")
     inputs, more = separate(inputs)
     loaded = load_run(checkpoint, list(overrides) + more)
     task = task_of_kind(loaded.kind)(loaded.labels)
