@@ -218,3 +218,23 @@ def test_names_beyond_the_os_limits_are_one_line_errors(tmp_path, hippo_ckpt, ca
     assert main(["predict", str(hippo_ckpt), str(good), "--out", str(tmp_path / long_name)]) == 2
     err = capsys.readouterr().err
     assert "--out" in err and "307 bytes" not in err and "300 bytes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_takes_every_image_suffix_training_takes(tmp_path):
+    from PIL import Image
+
+    from selfmedmae.data.inputs import check_image, collect
+    from selfmedmae.data.suffixes import IMAGE_SUFFIXES
+    from selfmedmae.data.transforms_2d import preprocess
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    pixels = (np.arange(40 * 40).reshape(40, 40) % 251).astype(np.uint8)
+    for suffix in IMAGE_SUFFIXES:
+        Image.fromarray(pixels).save(folder / f"img{suffix}")
+    found = collect([str(folder)], volumes=False)
+    assert sorted(p.name for p in found) == sorted(f"img{s}" for s in IMAGE_SUFFIXES)
+    assert collect([str(folder / "img.tif")], volumes=False) == [folder / "img.tif"]  # named directly
+    for path in found:
+        check_image(path)  # predict's up-front check
+        assert preprocess(str(path), 32, True).shape == (32, 32)  # what training reads
