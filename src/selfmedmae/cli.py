@@ -302,15 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("selfmedmae: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError) as exc:  # a name beyond the operating system's limits, wherever first touched
+    except BrokenPipeError:  # `selfmedmae report ... | head`: the reader has all it wanted
+        _silence_stdout()
+        return 0
+    except (OSError, ValueError) as exc:  # a name beyond the OS limits; after BrokenPipeError, an OSError too
         text = _name_limit_text(exc)
         if text is None:
             raise
         print(f"selfmedmae: error: {text}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `selfmedmae report ... | head`: the reader has all it wanted
-        _silence_stdout()
-        return 0
 
 
 def _name_limit_text(exc: BaseException) -> str | None:
