@@ -325,6 +325,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `selfmedmae report ... | head`: the reader has all it wanted
         _silence_stdout()
         return 0
+    except (OSError, ValueError) as exc:  # a name beyond the OS limits; after BrokenPipeError, an OSError too
+        text = _name_limit_text(exc)
+        if text is None:
+            raise
+        print(f"selfmedmae: error: {text}", file=sys.stderr)
+        return 2
+
+
+def _name_limit_text(exc: BaseException) -> str | None:
+    """One line for an error the operating system raises on a name it cannot take (too long, a NUL); None for
+    any other error."""
+    import errno
+
+    from selfmedmae.config.rules import shown
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        name = shown(exc.filename) if exc.filename is not None else "a path"
+        return f"{name}: file name too long for the operating system (a name over 255 bytes or a too-long path)"
+    if isinstance(exc, ValueError) and "null byte" in str(exc):
+        return "a path holds a NUL character, which no file name may hold"
+    return None
 
 
 def _silence_stdout() -> None:

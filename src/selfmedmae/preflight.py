@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import torch
 
-from selfmedmae.config.rules import choice, err, in_range, positive
+from selfmedmae.config.rules import check_path, choice, err, in_range, positive
 from selfmedmae.data.formats import check_data_settings, check_task, input_key, input_shape
 from selfmedmae.models.factory import DECODERS, HEAD_KINDS, SLIDING_WINDOW_KINDS
 from selfmedmae.models.initialise import check_init
@@ -154,6 +154,7 @@ def validate(cfg: Any, command: str) -> None:
     """Every check for ``command`` (pretrain | finetune | check-data | evaluate | predict); raises on the first
     problem, one line naming the key. ``check-data`` checks the config as its ``stage`` would run it, except
     the device (data are often checked on a machine without the GPU)."""
+    check_paths(cfg)
     check_data(cfg, command)
     stage = str(cfg.stage) if command == "check-data" else command
     if stage in TRAINING:
@@ -166,7 +167,40 @@ def validate(cfg: Any, command: str) -> None:
     if command in TRAINING:
         check_precision(str(cfg.run.precision), device_for(cfg.run.device))
     if stage == "finetune":
-        check_init(str(cfg.init), len(input_shape(cfg)), input_key(cfg), may_be_missing=command == "check-data")
+        sizes = model_sizes(cfg.model)
+        model = {"embed_dim": sizes["embed_dim"], "depth": sizes["depth"], "patch_size": int(cfg.model.patch_size),
+                 "in_chans": int(cfg.data.in_chans)}
+        check_init(str(cfg.init), len(input_shape(cfg)), input_key(cfg), may_be_missing=command == "check-data",
+                   model=model)
+
+
+def batch_problem(cfg: Any, data: Any) -> Optional[str]:
+    """A training batch larger than the split it is drawn from, as a one-line problem naming
+    train.batch_size; None when it fits. The loader drops an incomplete last batch (drop_last), so such a run
+    would take no step at all. ``data``: the run's :class:`selfmedmae.data.Data`, already checked."""
+    stage = str(cfg.stage)
+    split = "pretrain" if stage == "pretrain" else "train"
+    n = len(data.items(split, stage))
+    batch = int(cfg.train.batch_size)
+    if batch <= n:
+        return None
+    what = "images" if data.format.spatial_dims == 2 else "volumes"
+    return (f"train.batch_size: {batch} is larger than the {n} {what} of the {split} split; an incomplete batch "
+            f"is dropped (drop_last), so no training step would run (set train.batch_size <= {n})")
+
+
+PATH_KEYS = ("run.dir", "data.root", "data.csv", "data.dataset_json", "data.split_file", "data.extra_unlabelled",
+             "data.cache_dir")
+
+
+def check_paths(cfg: Any) -> None:
+    """Paths the operating system would refuse (a NUL, a name over 255 bytes, a too-long path), by key."""
+    for key in PATH_KEYS:
+        section, _, name = key.partition(".")
+        value = cfg[section].get(name) if section in cfg else None
+        if isinstance(value, str):
+            check_path(key, value)
+    check_path("init", str(cfg.get("init") or "").partition(":")[2])
 
 
 MAX_WARNINGS = 10  # warnings check-data prints; problems are always all printed
@@ -182,7 +216,11 @@ def check_data_command(config: Any, overrides: Any = ()) -> int:
 
     cfg = load_config(config, list(overrides))
     validate(cfg, "check-data")
-    report = build(cfg.data).check(str(cfg.stage))
+    data = build(cfg.data)
+    report = data.check(str(cfg.stage))
+    if not report.problems and str(cfg.stage) in TRAINING:
+        problem = batch_problem(cfg, data)
+        report.problems += [problem] if problem else []
     for warning in report.warnings[:MAX_WARNINGS]:
         print(f"warning: {warning}", file=sys.stderr)
     if len(report.warnings) > MAX_WARNINGS:

@@ -22,6 +22,8 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[str, str]]:
         if "=" not in item:
             raise ConfigError(f"{item}: an override must look like key=value")
         key, value = item.split("=", 1)
+        if any(ord(c) < 32 and c not in "\t" for c in value):  # YAML refuses them with a traceback
+            raise ConfigError(f"{key.strip()}: {value!r} holds a control character (a NUL?); no setting may hold one")
         pairs.append((key.strip(), value))
     return pairs
 

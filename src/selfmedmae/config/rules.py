@@ -2,9 +2,41 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+import os
+from typing import Any, Mapping, Optional
 
 from selfmedmae.errors import ConfigError
+
+
+NAME_MAX, PATH_MAX = 255, 4096  # bytes of one file name and of a whole path (Linux, macOS: 255 / 1024)
+
+
+def path_problem(path: Any) -> Optional[str]:
+    """Why the operating system would refuse ``path`` as a file name, before anything touches it: a NUL
+    character, a name over NAME_MAX bytes, a path over PATH_MAX bytes; None when it may be used."""
+    text = os.fspath(path)
+    if "\x00" in text:
+        return "holds a NUL character, which no file name may hold"
+    raw = os.fsencode(text)
+    longest = max(len(part) for part in raw.split(b"/"))
+    if longest > NAME_MAX:
+        return f"holds a name of {longest} bytes; file systems allow at most {NAME_MAX}"
+    if len(raw) >= PATH_MAX:
+        return f"is {len(raw)} bytes long; the operating system allows paths below {PATH_MAX}"
+    return None
+
+
+def shown(path: Any, keep: int = 80) -> str:
+    """``path`` for a one-line message: long ones shortened in the middle, control characters escaped."""
+    text = repr(os.fspath(path))[1:-1]
+    return text if len(text) <= keep else f"{text[:keep // 2]}...{text[-keep // 2:]} ({len(text)} characters)"
+
+
+def check_path(key: str, path: Any) -> None:
+    """A ConfigError naming ``key`` when :func:`path_problem` finds one."""
+    problem = path_problem(path) if path not in (None, "") else None
+    if problem:
+        raise err(key, f"{shown(path)} {problem}")
 
 
 def err(key: str, text: str) -> ConfigError:

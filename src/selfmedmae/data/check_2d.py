@@ -14,17 +14,24 @@ from PIL import Image
 
 from selfmedmae.data.dataset_2d import Record2D
 from selfmedmae.data.findings import DataReport
+from selfmedmae.data.inputs import nonfinite
 from selfmedmae.data.settings import common_settings, image_settings
 from selfmedmae.errors import ConfigError
 
 
 def inspect_image(path: str) -> Tuple[Optional[str], Optional[str]]:
     """(``'<mode> <W>x<H>'``, None) for a readable image, (None, problem line) otherwise. Reads every chunk
-    and checks its CRC (PIL ``verify``) without decompressing the pixels: catches truncated and corrupt files."""
+    and checks its CRC (PIL ``verify``) without decompressing the pixels: catches truncated and corrupt files.
+    Float images are decoded and must be finite."""
     try:
         with Image.open(path) as img:
             desc = f"{img.mode} {img.size[0]}x{img.size[1]}"
             img.verify()
+        if desc.startswith("F"):  # 32-bit float TIFFs can hold NaN / Inf
+            with Image.open(path) as img:
+                bad = nonfinite(np.asarray(img))
+            if bad:
+                return None, f"{path}: {bad} non-finite pixel(s) (NaN or Inf)"
         return desc, None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on bad files
         return None, f"{path}: unreadable image ({type(exc).__name__}: {exc})".splitlines()[0]

@@ -11,7 +11,9 @@ through the same preprocessing as ChestX-ray14 (``transforms_2d.py``).
 Splits: a ``split`` column (train / val / test) when there is one; otherwise the project's seeded rule
 (``data.test_fraction``, ``data.val_fraction``, ``data.split_seed``; :func:`splits.seeded_split`) over the
 rows, or over the values of ``data.group_column`` (e.g. a patient id) so that a group never straddles two
-splits. ``all`` addresses every row. Example::
+splits. With a ``split`` column and ``data.group_column`` set, a group in two splits is a problem; without
+``data.group_column`` nothing tells which rows belong together, so it cannot be checked. ``all`` addresses
+every row. Example::
 
     image,effusion,nodule,split
     imgs/a.png,1,0,train
@@ -130,6 +132,8 @@ def scan(data_cfg) -> Csv2DScan:
     if SPLIT_COLUMN in header:
         out.split_rule = f"from the {SPLIT_COLUMN!r} column"
         out.splits = {s: [r for r in records if split_of[r.path] == s] for s in ("train", "val", "test")}
+        if group_col:
+            _straddling_groups(out.splits, str(group_col), path, rep)
     else:
         parts = split_groups([r.group for r in records], float(data_cfg.val_fraction),
                              float(data_cfg.test_fraction), int(data_cfg.split_seed))
@@ -142,6 +146,19 @@ def scan(data_cfg) -> Csv2DScan:
         if records and not out.splits[s]:
             rep.problems.append(f"{path}: split {s!r} is empty ({out.split_rule})")
     return out
+
+
+def _straddling_groups(splits: Dict[str, List[Record2D]], group_col: str, path: Path, rep: DataReport) -> None:
+    """A problem for each value of ``group_col`` (a patient) that the ``split`` column puts in more than one
+    split: its images would be trained on and evaluated on."""
+    where: Dict[str, List[str]] = {}
+    for name in ("train", "val", "test"):
+        for group in sorted({r.group for r in splits[name]}):
+            where.setdefault(group, []).append(name)
+    for group, names in sorted(where.items()):
+        if len(names) > 1:
+            rep.problems.append(f"{path}: {group_col} {group!r} is in the splits {' and '.join(names)} (its "
+                                f"{SPLIT_COLUMN!r} cells differ); one {group_col} must stay in one split")
 
 
 def _record(path: Path, n: int, row: dict, image_col: str, classes: List[str], group_col, rep: DataReport):

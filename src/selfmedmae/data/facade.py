@@ -95,6 +95,18 @@ class Data:
             raise UserError(f"split: {split!r} is not one of {names}")
         return parts[split]
 
+    def pin_recorded(self, run_dir: str | Path, split: str) -> bool:
+        """Make ``split`` exactly the ids ``<run_dir>/splits.json`` recorded for it
+        (:mod:`selfmedmae.data.recorded`), for commands that score a run; False (with a warning) when the run
+        has no record, or for ``all``. Raises UserError when recorded ids are missing from the data."""
+        from selfmedmae.data.recorded import recorded_items
+
+        pinned = recorded_items(Path(run_dir), split, self.items("all"), f"data.root {self.cfg.root}")
+        if pinned is None:
+            return False
+        self._items["finetune"][split] = pinned
+        return True
+
     def dataset(self, split: str, train: bool = False, *, with_label: bool = True, rank: int = 0,
                 world_size: int = 1, cache: Optional[str] = None):
         """The torch dataset of ``split``: training transforms (random crops, flips) when ``train``, the

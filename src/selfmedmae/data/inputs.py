@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import List, Sequence
 
 import nibabel as nib
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from selfmedmae.config.rules import path_problem, shown
 from selfmedmae.data.decathlon import case_id, read_msd
 from selfmedmae.data.suffixes import IMAGE_SUFFIXES, VOLUME_SUFFIXES, has_suffix, is_series, listed_files
 from selfmedmae.errors import UserError
@@ -44,6 +46,7 @@ def collect(inputs: Sequence[str], volumes: bool) -> List[Path]:
         f"image ({', '.join(IMAGE_SUFFIXES)}) or a folder of them"
     files: List[Path] = []
     for given in inputs:
+        check_name(given, "input")
         path = Path(given)
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
@@ -68,9 +71,18 @@ def collect(inputs: Sequence[str], volumes: bool) -> List[Path]:
     return unique
 
 
+def check_name(path: str | Path, what: str) -> None:
+    """A UserError when the operating system would refuse ``path`` as a name (NUL, too long)."""
+    problem = path_problem(path)
+    if problem:
+        raise UserError(f"{what} {shown(path)} {problem}")
+
+
 def check_volume(path: Path, in_chans: int) -> tuple:
-    """Read the NIfTI header (a DICOM series: every slice's header); the spatial shape, refusing what the model
-    cannot take."""
+    """Read the volume in full; the spatial shape, refusing what the model cannot take: an unreadable header, a
+    truncated file (caught here, not mid-run after other outputs were written), the wrong number of axes or
+    channels, NaN / Inf voxels (they turn the whole prediction into background). A DICOM series: every slice's
+    header (several series, a missing slice, ... are refused naming the folder)."""
     if is_series(path):
         from selfmedmae.data.dicom_series import usable
 
@@ -94,13 +106,36 @@ def check_volume(path: Path, in_chans: int) -> tuple:
                         f"(or 4D with the channels last)")
     if chans != in_chans:
         raise UserError(f"{path}: {chans} channel(s), the model takes {in_chans}")
+    try:
+        array = np.asanyarray(img.dataobj)  # decompresses and reads every voxel
+    except Exception as exc:  # EOFError, zlib / gzip errors, OSError, ValueError of a short file
+        raise UserError(f"{path}: cannot be read in full, a truncated or damaged file? "
+                        f"({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+    bad = nonfinite(array)
+    if bad:
+        raise UserError(f"{path}: {bad} non-finite voxel(s) (NaN or Inf) of {array.size}; the model cannot "
+                        f"predict them (fix or re-export the scan)")
     return shape[:3]
 
 
+def nonfinite(array: np.ndarray) -> int:
+    """How many values of ``array`` are NaN or Inf (0 for integer arrays)."""
+    if array.dtype.kind not in "fc":
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
 def check_image(path: Path) -> None:
+    """Read the image through (truncated files fail here, not mid-run); float images must be finite."""
     try:
         with Image.open(path) as img:
+            mode = img.mode
             img.verify()  # reads the file through: truncated PNGs fail here, not mid-run
+        if mode.startswith("F"):  # 32-bit float TIFFs can hold NaN / Inf
+            with Image.open(path) as img:
+                bad = nonfinite(np.asarray(img))
+            if bad:
+                raise UserError(f"{path}: {bad} non-finite pixel(s) (NaN or Inf); the model cannot classify them")
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise UserError(f"{path}: unreadable image ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
 

@@ -43,14 +43,35 @@ def render(kind: str, data_arg: str, scan: Scan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_stage(kind: str, stage: str, base: str, stem: str) -> str:
-    """A stage config on top of the data config, with the paper's recipe scaled to a user's data."""
+def default_batch(kind: str) -> int:
+    return 6 if kind == "3d" else 64
+
+
+def fitting_batch(kind: str, stage: str, data_config: Path) -> int:
+    """The default batch size, or the number of training items of ``stage`` when there are fewer (a larger
+    batch would never make a step); the default when the data cannot be split yet."""
+    from selfmedmae.config import load_config
+    from selfmedmae.data.facade import build
+
     task = "segmentation" if kind == "3d" else "classification"
+    try:
+        cfg = load_config(str(data_config), [f"stage={stage}", f"task={task}"])
+        n = len(build(cfg.data).items("pretrain" if stage == "pretrain" else "train", stage))
+    except UserError:  # e.g. no labels yet: check-data will say so
+        return default_batch(kind)
+    return max(1, min(default_batch(kind), n))
+
+
+def render_stage(kind: str, stage: str, base: str, stem: str, batch: Optional[int] = None) -> str:
+    """A stage config on top of the data config, with the paper's recipe scaled to a user's data;
+    ``batch``: the batch size (default 6 volumes / 64 images)."""
+    task = "segmentation" if kind == "3d" else "classification"
+    batch = default_batch(kind) if batch is None else batch
     if stage == "pretrain":
         body = ["stage: pretrain", f"task: {task}", "train:",
                 "  epochs: 800             # the paper: 800 (CXR14) to 10000 (BTCV, 18 volumes) epochs",
                 "  warmup_epochs: 40",
-                f"  batch_size: {6 if kind == '3d' else 64}",
+                f"  batch_size: {batch}",
                 "  lr: 1.5e-4              # the paper's effective pre-training lr",
                 "  vis_every: 20           # reconstruction figures (figures/ and TensorBoard)"]
     else:
@@ -58,7 +79,7 @@ def render_stage(kind: str, stage: str, base: str, stem: str) -> str:
         body = ["stage: finetune", f"task: {task}",
                 f"init: mae:runs/{stem}/pretrain/checkpoints/last.pt  # the MAE of {stem}_pretrain.yaml; or scratch",
                 "model:", "  drop_path_rate: 0.1", "train:",
-                "  epochs: 300", "  warmup_epochs: 10", f"  batch_size: {6 if kind == '3d' else 64}", f"  lr: {lr}",
+                "  epochs: 300", "  warmup_epochs: 10", f"  batch_size: {batch}", f"  lr: {lr}",
                 "  layer_decay: 0.75"]
         body += ["  betas: [0.9, 0.999]     # the paper's CXR14 fine-tuning"] if kind == "2d" else []
         body += ["  eval_every: 10          # epochs between validations (best.pt)" if kind == "3d" else
@@ -98,7 +119,7 @@ def run(kind: str, data: str, out: Optional[str]) -> int:
         fh.write(render(kind, data, scan))
     for stage, path in stages.items():
         with open(path, "x") as fh:
-            fh.write(render_stage(kind, stage, out_path.name, stem))
+            fh.write(render_stage(kind, stage, out_path.name, stem, fitting_batch(kind, stage, out_path)))
         load_config(path)  # what we wrote must load
         written.append(path)
     print(out_path.read_text(), end="")

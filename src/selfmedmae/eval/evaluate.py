@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from selfmedmae.data.facade import build
+from selfmedmae.data.inputs import check_name
 from selfmedmae.inference.forward import LoadedRun, check_outputs, load_run
 from selfmedmae.metrics.dice import write_metrics
 from selfmedmae.outputs import prepare
@@ -27,13 +28,16 @@ def run(checkpoint: str | os.PathLike, overrides: Sequence[str] = (), out: Optio
 
     The output folder is checked first (:mod:`selfmedmae.outputs`): an earlier evaluation there is replaced
     only with ``overwrite``, and an unwritable folder is refused before any case is computed."""
+    if out is not None:
+        check_name(out, "--out")
     loaded = load_run(checkpoint, overrides)
     split = str(loaded.cfg.eval.split)
     out_dir = Path(out) if out is not None else loaded.run_dir / f"eval_{split}"
+    data = build(loaded.cfg.data, loaded.run_dir)
+    data.pin_recorded(loaded.run_dir, split)  # the run's own split (splits.json), not today's recomputation
     target = prepare(out_dir, [checkpoint], overwrite, protected=[loaded.cfg.data.root])
     target.plan([("metrics.json", "the metrics"), ("metrics.md", "the metrics table")])
     with target:  # records exactly what it writes; Ctrl-C / SIGTERM removes it again
-        data = build(loaded.cfg.data, loaded.run_dir)
         check_outputs(loaded, data.labels)
         task = task_of_kind(loaded.kind)(data.labels)
         metrics = {"task": task.name, **_context(loaded, split), **task.evaluate(loaded, data, split, out_dir, figures)}

@@ -15,7 +15,7 @@ import os
 from typing import Sequence
 
 from selfmedmae.config.overrides import separate
-from selfmedmae.data.inputs import collect
+from selfmedmae.data.inputs import check_name, collect
 from selfmedmae.data.suffixes import is_series
 from selfmedmae.errors import UserError
 from selfmedmae.inference.forward import load_run
@@ -28,6 +28,7 @@ def run(checkpoint: str | os.PathLike, inputs: Sequence[str], out: str | os.Path
         output_format: str = "nifti") -> int:
     """Predict every input; returns 0. Bad inputs and a bad ``out`` raise UserError before any inference.
     ``output_format``: ``nifti`` or ``dicom-seg`` (label maps of DICOM series inputs as DICOM SEG files)."""
+    check_name(out, "--out")
     inputs, more = separate(inputs)
     loaded = load_run(checkpoint, list(overrides) + more)
     task = task_of_kind(loaded.kind)(loaded.labels)

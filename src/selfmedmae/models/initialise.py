@@ -4,6 +4,7 @@ checkpoint, or a folder written by ``selfmedmae export``), ``official:PATH`` (a 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -37,10 +38,13 @@ def _peek(path: str) -> dict:
     return read_checkpoint(path)
 
 
-def check_init(init: str, dims: int, input_key: str, may_be_missing: bool = False) -> None:
+def check_init(init: str, dims: int, input_key: str, may_be_missing: bool = False,
+               model: Optional[Dict[str, int]] = None) -> None:
     """Whether ``init`` can start a model whose input has ``dims`` axes (set by the config key ``input_key``),
     before anything is read in full; a ConfigError naming ``init`` otherwise. ``may_be_missing``: a checkpoint
-    that does not exist yet passes (``check-data`` before the pre-training that writes it)."""
+    that does not exist yet passes (``check-data`` before the pre-training that writes it). ``model``: the
+    run's encoder (``embed_dim``, ``patch_size``, ``in_chans``, ``depth``), which a native or 2D ViT
+    checkpoint's weights must fit (the width, patch and channels exactly; at least the blocks)."""
     kind, path = parse_init(init)
     if kind == "scratch":
         return
@@ -51,6 +55,8 @@ def check_init(init: str, dims: int, input_key: str, may_be_missing: bool = Fals
     ckpt = read_native(path) if is_exported(path) else _peek(path)
     if kind in ("mae", "native"):
         _check_native(ckpt, path, dims, input_key)
+        if model:
+            _check_fits(path, ckpt["model_args"]["encoder"], model)
         return
     sd = unwrap_state_dict(ckpt)
     if kind == "official":
@@ -65,6 +71,22 @@ def check_init(init: str, dims: int, input_key: str, may_be_missing: bool = Fals
     if weight.ndim != 4:
         raise err("init", f"{path}: imagenet: expects a 2D ViT (4D patch kernel), this one is "
                           f"{weight.ndim - 2}D; use mae:PATH for a selfmedmae checkpoint")
+    if model:  # channels are summed or spread when inflating; the width and the patch must match
+        _check_fits(path, {"embed_dim": int(weight.shape[0]), "patch_size": int(weight.shape[-1])}, model)
+
+
+def _check_fits(path: str, source: Dict[str, Any], model: Dict[str, int]) -> None:
+    """The source encoder's sizes against the run's: a ConfigError naming the first that does not fit."""
+    names = {"embed_dim": "width (embed_dim)", "patch_size": "patch size", "in_chans": "input channels"}
+    for key, what in names.items():
+        theirs = source.get(key)
+        theirs = theirs[0] if isinstance(theirs, (list, tuple)) else theirs
+        if theirs is not None and key in model and int(theirs) != int(model[key]):
+            raise err("init", f"{path}: the checkpoint's {what} is {theirs}, this run's model has {model[key]} "
+                              f"(set model.* as in the run that wrote it, or start from scratch)")
+    if source.get("depth") is not None and "depth" in model and int(source["depth"]) < int(model["depth"]):
+        raise err("init", f"{path}: the checkpoint has {source['depth']} encoder blocks, this run's model "
+                          f"{model['depth']}")
 
 
 def _check_native(ckpt: dict, path: str, dims: int, input_key: str) -> None:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from selfmedmae.config import save_config, to_dict
-from selfmedmae.preflight import validate
+from selfmedmae.preflight import batch_problem, validate
 from selfmedmae.data.facade import Data, build
 from selfmedmae.errors import FailedAfterStart, Stopped, Terminated, UserError, raise_on_sigterm
 from selfmedmae.runtime.device import Precision, precision
@@ -106,6 +106,9 @@ def _claim(run: Run) -> bool:
     had = held_files(run_dir)
     resume = decide_resume(run_dir, cfg.run.resume, to_dict(cfg))
     run.data.check_or_raise(str(cfg.stage))
+    problem = batch_problem(cfg, run.data)
+    if problem:
+        raise UserError(problem)
     run.fresh = not resume  # from here on this start writes; a fresh one that fails removes what it wrote
     if not resume and had:  # run.resume=auto: the same run, killed before its first checkpoint: start over
         _remove_run_files(run_dir, WRITTEN_AT_START)
