@@ -224,9 +224,10 @@ def auto_precision(run: Run, kind: str, model_args: dict, model: nn.Module, shap
     else:
         choice = None
     bf16 = broadcast_flag(ctx.is_main and choice is not None and choice.name == "bf16", ctx)
-    if choice is None:  # the other ranks: rank 0's answer (auto on a CPU is fp32 or bf16; on a GPU, no timing)
-        choice = model_choice(model, kind, model_args, shape, ctx.device, probe=False) \
-            if ctx.device.type == "cuda" else Choice("bf16" if bf16 else "fp32", ctx.device.type, "rank 0's choice")
+    if choice is None and ctx.device.type == "cuda":  # the other ranks: the GPU rule needs no timing
+        choice = model_choice(model, kind, model_args, shape, ctx.device, probe=False)
+    elif choice is None:  # the other ranks on CPUs: rank 0's answer (auto there is fp32 or bf16)
+        choice = Choice("bf16" if bf16 else "fp32", ctx.device.type, "rank 0's choice", machine=machine())
     if ctx.is_main:
         print(choice.line())
     return precision_of(choice, ctx.device)
