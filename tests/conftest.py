@@ -1,9 +1,14 @@
 """Shared test helpers: where ../shared is (CI lays it beside the clone, read-only), tiny model args."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# `run.precision=auto` takes the flags rule in the tests (no timing, no cache in the home folder): what a run
+# computes must not depend on how busy the machine is. tests/test_auto_precision.py turns the measurement on.
+os.environ.setdefault("SELFMEDMAE_PRECISION_PROBE", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -7,7 +7,7 @@ from typing import Any
 
 # Where things are, how fast they load, how often things are written, the machine. Everything else changes
 # the weights (or the run's record).
-NEUTRAL_KEYS = ("run.dir", "run.resume", "run.device", "data.root", "data.num_workers", "data.cache",
+NEUTRAL_KEYS = ("run.dir", "run.resume", "run.device", "run.precision_probe", "data.root", "data.num_workers", "data.cache",
                 "data.cache_dir", "data.cache_rate", "train.log_every", "train.vis_every", "train.save_every",
                 "train.save_every_steps")
 ABSENT = "<absent>"

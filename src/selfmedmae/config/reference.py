@@ -209,8 +209,18 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
                 "A folder holding a run is never overwritten.", None),
     "run.seed": ("Seed of initialisation, augmentation and masking.", None),
     "run.device": ("`auto` (the GPU when there is one), `cpu`, `cuda`, `cuda:N`.", None),
-    "run.precision": ("`auto`, `bf16`, `fp16` (GPU, with a loss scaler) or `fp32`; `auto` is bf16 where "
-                      "the hardware has it, else fp32.", "fp16 autocast (official code)"),
+    "run.precision": ("`auto`, `bf16`, `fp16` (GPU, with a loss scaler) or `fp32`. `auto`: on a GPU bf16 "
+                      "where it has it, else fp16; on a CPU without native bf16 (no AMX / AVX512-BF16) fp32; "
+                      "on a CPU with native bf16 the faster of fp32 and bf16 for this model, input size and "
+                      "batch, measured once (a few warm-up and timed forward + backward steps) and cached in "
+                      "`${XDG_CACHE_HOME:-~/.cache}/selfmedmae/precision.json`; bf16 only when it is at "
+                      "least 5 % faster. The choice and its reason are printed in one line and kept in "
+                      "`last.pt` / `best.pt`, which `evaluate` and `predict` follow on the same kind of "
+                      "machine (else they measure their own forward pass).", "fp16 autocast (official code)"),
+    "run.precision_probe": ("`false`: `run.precision=auto` on a CPU with native bf16 takes bf16 without "
+                            "measuring (the flags rule), for runs that must not depend on a timing; the "
+                            "environment variable `SELFMEDMAE_PRECISION_PROBE=0` does the same. No effect "
+                            "on an explicit precision, on GPUs or on CPUs without native bf16.", None),
     "run.resume": ("`true`: continue from `<run.dir>/checkpoints/last.pt` (model, optimiser, schedule, "
                    "random state); `auto`: continue when the folder holds this run's checkpoint, start "
                    "afresh when it holds none (re-queued cluster jobs); `false`: a folder holding a run "

@@ -130,7 +130,8 @@ class RunConfig:
     dir: str = "runs/default"  # everything the run writes goes under this folder
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 (GPU) | fp32
+    precision: str = "auto"  # auto (the faster of bf16 and fp32 on this machine) | bf16 | fp16 (GPU) | fp32
+    precision_probe: bool = True  # auto on a CPU with native bf16: measure fp32 vs bf16 (false: bf16, untimed)
     # false | true (continue from <dir>/checkpoints/last.pt) | auto (resume if this run has a checkpoint, else
     # start fresh: re-queued cluster jobs). Any: OmegaConf has no bool-or-string type; config.validate checks it
     resume: Any = False

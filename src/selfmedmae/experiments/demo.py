@@ -54,6 +54,7 @@ def machine() -> str:
 
     import torch
 
+    from selfmedmae.runtime.autoprec import probe_enabled
     from selfmedmae.runtime.device import resolve_precision
 
     model, flags = platform.processor() or platform.machine(), set()
@@ -67,8 +68,11 @@ def machine() -> str:
         pass
     wanted = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags] or ["none of amx/avx512/avx2"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    auto = resolve_precision("auto", device)
+    if device.type == "cpu" and auto == "bf16" and probe_enabled():  # native bf16: each stage measures its model
+        auto = "fp32 or bf16, whichever is faster for each stage's model (measured once, cached)"
     return (f"{model}; flags: {' '.join(wanted)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-            f"run.precision=auto -> {resolve_precision('auto', device)} on {device.type}")
+            f"run.precision=auto -> {auto} on {device.type}")
 
 
 def _timed(times: list, title: str, seconds) -> None:

@@ -7,9 +7,14 @@ plain dict under ``"config"``; :func:`load_run` rebuilds both, applying ``key=va
 Device and precision. ``run.device`` in the saved config describes the machine the run was *trained* on, so
 it is used only when given again on the command line; otherwise the device is ``auto`` (the GPU when there
 is one). The precision is the run's ``run.precision`` resolved on this machine by the one policy of
-:mod:`selfmedmae.runtime.device` (``auto``: bf16 on GPUs and on CPUs with native bf16, float32 on other CPUs,
-where bf16 is emulated and about 10x slower for UNETR's 3D convolutions), so evaluation computes what
-validation computed on the same machine; fp16 falls back to ``auto`` off a GPU.
+:mod:`selfmedmae.runtime.device` (``auto``: bf16 on GPUs, float32 on CPUs without native bf16, where bf16 is
+emulated and about 10x slower for UNETR's 3D convolutions), so evaluation computes what validation computed
+on the same machine; fp16 falls back to ``auto`` off a GPU. On a CPU with native bf16, ``auto`` follows the
+choice the training run recorded in the checkpoint (``"precision"``) when this is the same kind of machine
+(:func:`selfmedmae.runtime.autoprec.machine`: CPU model, bf16 flags, torch version, threads); on another
+machine, or for a checkpoint without the record, it measures this model's own inference forward pass (one
+batch of ``eval.sw_batch_size`` windows, or of 32 images) once and caches it (:mod:`selfmedmae.runtime.autoprec`).
+An explicit ``run.precision=...`` on the command line always wins. The choice is printed in one line.
 
 Segmentation follows the official evaluation (docs/official-code.md §2.4): MONAI
 ``sliding_window_inference`` over the whole preprocessed volume with windows of ``data.roi_size``,
@@ -42,9 +47,11 @@ from selfmedmae.errors import UserError
 from selfmedmae.inference.decide import probabilities
 from selfmedmae.models.checkpoint import model_from, read_native
 from selfmedmae.models.factory import HEAD_KINDS
+from selfmedmae.runtime.autoprec import Choice, machine, model_choice, precision_of
 from selfmedmae.runtime.device import Precision, device_for, inference_precision
 from selfmedmae.runtime.log import progress_iter
 
+CLASSIFY_BATCH = 32  # images per forward pass of evaluate and predict (tasks.classification.BATCH)
 KINDS = {kind: task for task, kind in HEAD_KINDS.items()}  # the task of each fine-tuned checkpoint kind
 
 
@@ -110,8 +117,36 @@ def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> Lo
     device = device_for(cfg.run.device if "run.device" in given else "auto")
     prec = inference_precision(str(cfg.run.precision), device, asked="run.precision" in given)
     args = dict(ckpt["model_args"])
+    if _auto(cfg, device, asked="run.precision" in given):
+        prec = _inference_auto(ckpt, cfg, model.to(device), kind, args, device)
+        print(prec.record["why"])
     labels = _labels(ckpt, cfg, int(args["num_classes"]), run_dir_of(path))
     return LoadedRun(path, cfg, model.to(device), kind, device, prec, args, labels)
+
+
+def _auto(cfg: DictConfig, device: torch.device, asked: bool) -> bool:
+    """Whether ``auto`` decides here: the run's setting (or a GPU run's fp16 off a GPU) on a CPU."""
+    name = str(cfg.run.precision)
+    return device.type == "cpu" and (name == "auto" or (name == "fp16" and not asked))
+
+
+def _inference_auto(ckpt: dict, cfg: DictConfig, model: nn.Module, kind: str, args: dict,
+                    device: torch.device) -> Precision:
+    """``auto`` for inference on a CPU: the training run's recorded choice when this is the same kind of
+    machine (CPU model, bf16 flags, torch, threads); else the faster of fp32 and bf16 for this model's own
+    forward pass (one sliding-window batch, or one batch of images), measured once and cached."""
+    rec = ckpt.get("precision")
+    if (isinstance(rec, dict) and rec.get("name") in ("fp32", "bf16") and rec.get("device_type") == "cpu"
+            and rec.get("machine") == machine()):
+        return precision_of(Choice(rec["name"], "cpu", "the training run's choice, recorded in the checkpoint, "
+                                   "on this kind of machine", machine=machine()), device)
+    enc = args["encoder"]
+    if kind == "unetr":
+        shape = [int(cfg.eval.sw_batch_size), int(enc["in_chans"]), *[int(s) for s in cfg.data.roi_size]]
+    else:
+        shape = [CLASSIFY_BATCH, int(enc["in_chans"]), *[int(s) for s in enc["img_size"]]]
+    return precision_of(model_choice(model, kind, args, shape, device, bool(cfg.run.precision_probe),
+                                     train=False), device)
 
 
 def _labels(ckpt: dict, cfg: DictConfig, n_out: int, run_dir: Path) -> Labels:

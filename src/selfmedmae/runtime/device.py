@@ -4,9 +4,13 @@
 process takes the GPU of its ``LOCAL_RANK``.
 
 ``run.precision``: ``fp32``, ``bf16`` (autocast), ``fp16`` (autocast with a gradient scaler, GPUs only) or
-``auto``: bf16 on GPUs that have it (else fp16), bf16 on CPUs with native bf16 (AMX or AVX512-BF16), float32
-on every other CPU, where bf16 is emulated and runs slower than float32. ``evaluate`` and ``predict`` resolve
-the run's own setting on the machine they run on, so that they compute what validation computed there.
+``auto``: bf16 on GPUs that have it (else fp16); float32 on CPUs without native bf16 (AMX or AVX512-BF16),
+where bf16 is emulated and runs slower than float32; on CPUs with native bf16 the faster of the two for the
+model at hand, measured once and cached (:mod:`selfmedmae.runtime.autoprec`; a tiny model can be several
+times slower in bf16 even there). :func:`resolve_precision` here is the rule without a model (the flags
+rule, also what ``run.precision_probe=false`` gives). ``evaluate`` and ``predict`` resolve the run's own
+setting on the machine they run on (following the training run's measured choice on the same kind of
+machine), so that they compute what validation computed there.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ class Precision:
     device_type: str
     scaler: Optional[torch.amp.GradScaler]
     name: str = "fp32"  # fp32 | bf16 | fp16, as resolved
+    record: Optional[dict] = None  # how `auto` chose (runtime.autoprec.Choice.record), kept in checkpoints
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
@@ -68,7 +73,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 on GPUs that have it (else fp16), bf16 on CPUs with native bf16, else fp32."""
+    """``auto`` without a model (the flags rule): bf16 on GPUs that have it (else fp16), bf16 on CPUs with
+    native bf16, else fp32. With a model, training and inference measure instead (``runtime.autoprec``)."""
     if name != "auto":
         return name
     if device.type == "cuda":

@@ -60,7 +60,8 @@ def run(cfg: DictConfig) -> int:
             if ctx.is_main and scores[task.metric] > best:
                 trainer.extra["best"] = scores[task.metric]
                 atomic_save(native(task.kind, args, model.state_dict(), config=to_dict(cfg), labels=labels,
-                                   epoch=epoch + 1, metric={task.metric: scores[task.metric], **scores}),
+                                   epoch=epoch + 1, metric={task.metric: scores[task.metric], **scores},
+                                   **({"precision": run_.prec.record} if run_.prec.record else {})),
                             run_.checkpoints / "best.pt")
 
         _, loss = trainer.fit(loss_fn, after_epoch)

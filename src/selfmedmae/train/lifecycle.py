@@ -21,6 +21,7 @@ from selfmedmae.config import save_config, to_dict
 from selfmedmae.preflight import batch_problem, validate
 from selfmedmae.data.facade import Data, build
 from selfmedmae.errors import FailedAfterStart, Stopped, Terminated, UserError, raise_on_sigterm
+from selfmedmae.runtime.autoprec import Choice, machine, model_choice, precision_of
 from selfmedmae.runtime.device import Precision, precision
 from selfmedmae.runtime.distributed import Dist, barrier, broadcast_flag, digests_across, setup
 from selfmedmae.train.engine import DivergedError
@@ -207,6 +208,29 @@ def maybe_resume(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, k
     if not run.cfg.run.resume:
         return {"epoch": 0, "step": 0, "step_in_epoch": 0}
     return resume_training_state(run.last, model, optimizer, run.prec.scaler, kind)
+
+
+def auto_precision(run: Run, kind: str, model_args: dict, model: nn.Module, shape: list,
+                   recorded: Optional[dict] = None) -> Precision:
+    """``run.precision=auto`` decided for this model: a resumed run keeps the choice its ``last.pt`` recorded
+    on the same kind of machine; otherwise rank 0 measures (or reads the cache, ``runtime.autoprec``) and
+    every rank takes its answer. Printed in one line by rank 0."""
+    ctx = run.ctx
+    if recorded and recorded.get("machine") == machine() and recorded.get("device_type") == ctx.device.type:
+        choice = Choice(str(recorded["name"]), ctx.device.type, "the choice recorded in last.pt, on this "
+                        "kind of machine", machine=machine())
+    elif ctx.is_main:
+        choice = model_choice(model, kind, model_args, shape, ctx.device, bool(run.cfg.run.precision_probe))
+    else:
+        choice = None
+    bf16 = broadcast_flag(ctx.is_main and choice is not None and choice.name == "bf16", ctx)
+    if choice is None and ctx.device.type == "cuda":  # the other ranks: the GPU rule needs no timing
+        choice = model_choice(model, kind, model_args, shape, ctx.device, probe=False)
+    elif choice is None:  # the other ranks on CPUs: rank 0's answer (auto there is fp32 or bf16)
+        choice = Choice("bf16" if bf16 else "fp32", ctx.device.type, "rank 0's choice", machine=machine())
+    if ctx.is_main:
+        print(choice.line())
+    return precision_of(choice, ctx.device)
 
 
 def check_replicas(run: Run, model: nn.Module, log: MetricsLog, step: int) -> None:

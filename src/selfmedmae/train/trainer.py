@@ -20,7 +20,7 @@ from selfmedmae.config import to_dict
 from selfmedmae.models.checkpoint import unwrap
 from selfmedmae.runtime.distributed import barrier
 from selfmedmae.train.engine import Loop, make_loader, plan, train_one_epoch
-from selfmedmae.train.lifecycle import Run, check_replicas, maybe_resume
+from selfmedmae.train.lifecycle import Run, auto_precision, check_replicas, maybe_resume
 from selfmedmae.runtime.log import MetricsLog, Progress
 from selfmedmae.train.optim import build_optimizer
 from selfmedmae.train.schedule import scaled_lr
@@ -38,6 +38,9 @@ class Trainer:
         self.lr = scaled_lr(tcfg.base_lr, tcfg.batch_size, tcfg.lr)
         self.optimizer = build_optimizer(model, self.lr, tcfg.weight_decay, tcfg.betas, layer_decay)
         self.start = maybe_resume(run, model, self.optimizer, kind)
+        if str(cfg.run.precision) == "auto":
+            run.prec = auto_precision(run, kind, model_args, model, self._batch_shape(model_args),
+                                      self.start.get("precision"))
         self.net = DistributedDataParallel(model) if ctx.enabled else model
         self.loader = make_loader(dataset, self.plan.micro_batch, ctx, cfg.run.seed, cfg.data.num_workers,
                                   list_data_collate)
@@ -49,6 +52,14 @@ class Trainer:
                                          min_lr=tcfg.min_lr), run.prec, ctx, self.log, progress, tcfg.clip_grad,
                          tcfg.log_every, tcfg.save_every_steps)
         self.extra: dict = {}  # kept in last.pt beside the training state (fine-tuning: the best metric)
+        if run.prec.record is not None:
+            self.extra["precision"] = run.prec.record  # how `auto` chose: evaluate and predict follow it
+
+    def _batch_shape(self, model_args: dict) -> list[int]:
+        """[crops of one micro-batch, C, *spatial]: what one step of this run feeds its model."""
+        enc, data = model_args["encoder"], self.run.cfg.data
+        crops = int(data.num_samples) if len(enc["img_size"]) == 3 else 1
+        return [self.plan.micro_batch * crops, int(enc["in_chans"]), *[int(s) for s in enc["img_size"]]]
 
     @property
     def progress(self) -> Progress:
