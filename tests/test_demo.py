@@ -27,7 +27,9 @@ def test_demo_compares_mae_with_scratch_and_reuses_finished_runs(tmp_path, monke
         assert (runs / name / "eval_test" / "metrics.json").is_file(), name
     report = (runs / "report.md").read_text()
     assert "| **Dice mean** |" in report and "| Dice class1 |" in report and "over 2 seeds" in report
-    assert "**Verdict:** MAE" in report and "2 test cases, 2 seeds" in report
+    verdict = report.split("**Verdict:** ", 1)[1]
+    assert verdict.startswith(("MAE ahead of scratch", "MAE behind scratch", "No difference detectable"))
+    assert "95 % CI" in verdict and "paired over the same 2 test cases" in verdict and "2 seeds" in verdict
     assert "MAE vs scratch on the test split" in out and list((runs / "predict").iterdir())
     assert "init=scratch" in out  # the scratch runs differ by init alone
     assert demo.main(["tiny", "--seeds", "2"]) == 0

@@ -132,7 +132,7 @@ def test_missing_extra_is_one_line_naming_the_pip_install(series, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- the CLI
 CFG = REPO / "configs" / "_data" / "hippocampus.yaml"
-OWN = ["data.format=csv", "data.csv=cases.csv", "data.labels=[background,Anterior,Posterior]"]
+OWN = ["data.format=csv", "data.csv=cases.csv", "data.labels=[background,Anterior,Posterior]", "train.batch_size=2"]
 
 
 def integer_cases(n: int = 5) -> list[str]:
@@ -234,7 +234,8 @@ def test_msd_dataset_json_extra_unlabelled_and_a_folder_of_series(tmp_path, unet
         "test": []}))
     hippocampus_series(root / "extra" / "scan_a", f"hippocampus_{IDS[3]}")
     hippocampus_series(root / "extra" / "scan_b", f"hippocampus_{IDS[4]}")
-    assert main(["check-data", str(CFG), f"data.root={root}", "data.extra_unlabelled=extra", "stage=pretrain"]) == 0
+    assert main(["check-data", str(CFG), f"data.root={root}", "data.extra_unlabelled=extra", "stage=pretrain",
+                 "train.batch_size=2"]) == 0
     out = capsys.readouterr().out
     assert "3 labelled" in out and "2 extra unlabelled image(s)" in out
     # predict: a folder whose sub-folders are series predicts each of them

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import torch
 
 from selfmedmae.config.rules import check_path, choice, err, in_range, positive
+from selfmedmae.errors import UserError
 from selfmedmae.data.formats import check_data_settings, check_task, input_key, input_shape
 from selfmedmae.models.factory import DECODERS, HEAD_KINDS, SLIDING_WINDOW_KINDS
 from selfmedmae.models.initialise import check_init
@@ -180,12 +181,14 @@ def batch_problem(cfg: Any, data: Any) -> Optional[str]:
     would take no step at all. ``data``: the run's :class:`selfmedmae.data.Data`, already checked."""
     stage = str(cfg.stage)
     split = "pretrain" if stage == "pretrain" else "train"
-    n = len(data.items(split, stage))
+    try:
+        n = len(data.items(split, stage))
+    except UserError:  # a split that cannot be formed is the data check's to report, not the batch's
+        return None
     batch = int(cfg.train.batch_size)
     if batch <= n:
         return None
-    what = "images" if data.format.spatial_dims == 2 else "volumes"
-    return (f"train.batch_size: {batch} is larger than the {n} {what} of the {split} split; an incomplete batch "
+    return (f"train.batch_size: {batch} is larger than the {n} {data.format.items_are} of the {split} split; an incomplete batch "
             f"is dropped (drop_last), so no training step would run (set train.batch_size <= {n})")
 
 

@@ -107,6 +107,7 @@ class Volumes:
     """3D volumes read through a datalist; MONAI transforms (transforms_3d), cached decoding (loader)."""
 
     spatial_dims = 3
+    items_are = "volumes"  # what one item of a split is, in messages
     task = "segmentation"
     input_key = "data.roi_size"
     multilabel = False  # one softmax over the classes of a label map
@@ -202,6 +203,7 @@ class Images:
     a shared preprocessing cache (dataset_2d)."""
 
     spatial_dims = 2
+    items_are = "images"
     task = "classification"
     input_key = "data.crop_size"
     multilabel = True  # one sigmoid per finding

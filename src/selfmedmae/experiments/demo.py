@@ -37,6 +37,15 @@ DEMOS = {
 }
 
 
+def fine_config(d: dict, init: str) -> tuple[str, list[str]]:
+    """The fine-tuning config of ``init`` and the overrides it needs: a sample may ship its own tuned config
+    for scratch (``fine_scratch``, chosen by ``selfmedmae tune`` on the validation split); without one,
+    scratch runs the MAE's config with ``init=scratch``."""
+    if init == "scratch":
+        return (d["fine_scratch"], []) if d.get("fine_scratch") else (d["fine"], ["init=scratch"])
+    return d["fine"], []
+
+
 def run_dir(runs: str, init: str, seed: int) -> str:
     name = "finetune" if init == "mae" else "finetune_scratch"
     return f"{runs}/{name}" + (f"_seed{seed}" if seed else "")
@@ -85,12 +94,12 @@ def run_demo(name: str, seeds: int, times: list[tuple[str, float]]) -> str:
     from selfmedmae.config import load_config
 
     d = DEMOS[name]
-    fine_cfg, pre_cfg = load_config(d["fine"]), load_config(d["pre"])
+    pre_cfg = load_config(d["pre"])
     _timed(times, f"{name}: check the data", check_data(d["data"], f"{name}: check the data"))
     title = f"{name}: MAE self pre-training"
     # The first from-scratch fine-tuning needs no MAE: it runs beside the pre-training, each on one core.
     # Small models use two cores poorly, so the pair finishes sooner than one after the other.
-    beside = _start_beside(name, d, int(fine_cfg.train.epochs)) if _cores() >= 2 else None
+    beside = _start_beside(name, d) if _cores() >= 2 else None
     with _threads(1 if beside else None):
         _timed(times, title, train("pretrain", d["pre"], [], pre_cfg.run.dir, int(pre_cfg.train.epochs), title))
     if beside is not None:
@@ -98,10 +107,12 @@ def run_demo(name: str, seeds: int, times: list[tuple[str, float]]) -> str:
     metrics: dict[str, list[dict]] = {"mae": [], "scratch": []}
     for seed in range(seeds):
         for init in ("mae", "scratch"):
-            sets = ([] if init == "mae" else ["init=scratch"]) + ([f"run.seed={seed}"] if seed else [])
+            config, sets = fine_config(d, init)
+            sets = sets + ([f"run.seed={seed}"] if seed else [])
             where = run_dir(d["runs"], init, seed)
             title = f"{name}: fine-tuning from {'the MAE' if init == 'mae' else 'scratch'} (seed {seed})"
-            _timed(times, title, train("finetune", d["fine"], sets, where, int(fine_cfg.train.epochs), title))
+            epochs = int(load_config(config, sets).train.epochs)
+            _timed(times, title, train("finetune", config, sets, where, epochs, title))
             t0 = time.perf_counter()
             metrics[init].append(evaluate(where, "test", f"{name}: {init} (seed {seed}) on the test split",
                                           figures=3 if seed == 0 else 0))
@@ -153,11 +164,15 @@ class _Beside:
         return time.perf_counter() - self.t0
 
 
-def _start_beside(name: str, d: dict, epochs: int) -> _Beside:
+def _start_beside(name: str, d: dict) -> _Beside:
+    from selfmedmae.config import load_config
+
     where = run_dir(d["runs"], "scratch", 0)
+    config, sets = fine_config(d, "scratch")
+    epochs = int(load_config(config, sets).train.epochs)
     title = f"{name}: fine-tuning from scratch (seed 0)"
     code = ("import sys; from selfmedmae.errors import UserError; from selfmedmae.experiments.stages import train\n"
-            f"try: train('finetune', {d['fine']!r}, ['init=scratch'], {where!r}, {epochs}, {title!r})\n"
+            f"try: train('finetune', {config!r}, {sets!r}, {where!r}, {epochs}, {title!r})\n"
             "except UserError as e: print(f'selfmedmae: error: {e}', file=sys.stderr); sys.exit(e.exit_code)\n")
     return _Beside(title, code, Path(f"{where}.log"))
 
@@ -165,7 +180,9 @@ def _start_beside(name: str, d: dict, epochs: int) -> _Beside:
 def report(name: str, d: dict, comparison, seeds: int) -> str:
     """Print MAE vs scratch and write ``runs/<sample>/report.md``."""
     runs = [run_dir(d["runs"], i, s) for s in range(seeds) for i in ("mae", "scratch")]
-    note = (f"Fine-tuning config `{d['fine']}` for both (scratch: `init=scratch`), pre-training `{d['pre']}`; "
+    scratch, sets = fine_config(d, "scratch")
+    how = f"`{scratch}`" + (f" with `{' '.join(sets)}`" if sets else "")
+    note = (f"Fine-tuning configs: MAE `{d['fine']}`, scratch {how}; pre-training `{d['pre']}`; "
             f"runs: {', '.join(f'`{r}`' for r in runs)}. Reproduce: `python -m selfmedmae.experiments.demo {name} "
             f"--seeds {seeds}`.")
     text = markdown(comparison, f"{name}: MAE vs scratch on the test split", note)
