@@ -30,6 +30,7 @@ CURVE_FRACTIONS ?= 0.1,0.25,0.5,1.0
 CURVE_SEEDS     ?= 3
 curve: install
 	$(PY) -m selfmedmae curve configs/hippocampus/finetune.yaml --pretrain configs/hippocampus/pretrain.yaml --budget steps \
+		--scratch-config configs/hippocampus/finetune_scratch.yaml \
 		--fractions $(CURVE_FRACTIONS) --seeds $(CURVE_SEEDS) --out runs/hippocampus/curve
 
 # The performance benchmark (about 7-8 min on 2 CPU cores): prints its tables and appends them, with the

@@ -75,7 +75,8 @@ def _curve(args: argparse.Namespace) -> int:
     from selfmedmae.experiments.curve import parse_fractions, run
 
     return run(args.config, args.overrides, fractions=parse_fractions(args.fractions), seeds=args.seeds,
-               pretrain=args.pretrain, pretrain_overrides=args.pretrain_set, out=args.out, budget=args.budget)
+               pretrain=args.pretrain, pretrain_overrides=args.pretrain_set, out=args.out, budget=args.budget,
+               scratch_config=args.scratch_config)
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -282,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="epochs", choices=("epochs", "steps"),
                    help="epochs: train.epochs for every fraction (default); steps: epochs scaled by all / kept "
                         "labelled cases, so each fraction gets about the optimiser steps of the full set")
+    p.add_argument("--scratch-config", default=None, metavar="CONFIG",
+                   help="the scratch runs' own fine-tuning config (e.g. tuned by `selfmedmae tune`); default: CONFIG "
+                        "with init=scratch")
     p.add_argument("--out", default=None, help="output folder (default: curve/ beside CONFIG's run.dir)")
     p.set_defaults(handler=_curve)
 

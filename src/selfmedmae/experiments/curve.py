@@ -118,7 +118,9 @@ def budget_overrides(fine, fraction: float, budget: str, pool: int) -> list[str]
 
 def run(config: str, overrides: Sequence[str] = (), *, fractions: Sequence[float], seeds: int,
         pretrain: Optional[str] = None, pretrain_overrides: Sequence[str] = (), out: Optional[str] = None,
-        budget: str = "epochs") -> int:
+        budget: str = "epochs", scratch_config: Optional[str] = None) -> int:
+    """``scratch_config``: the fine-tuning config of the scratch runs (its own recipe, e.g. chosen by
+    ``selfmedmae tune``); without it scratch runs CONFIG with ``init=scratch``."""
     if seeds < 1:
         raise UserError(f"--seeds: {seeds} must be at least 1")
     if budget not in BUDGETS:
@@ -137,21 +139,25 @@ def run(config: str, overrides: Sequence[str] = (), *, fractions: Sequence[float
         sets = [*overrides, f"init={init if p.init == 'mae' else 'scratch'}", f"data.label_fraction={p.fraction}",
                 f"data.label_seed={p.seed}", f"run.seed={p.seed}", *scaled]
         p.epochs = int(scaled[0].split("=")[1]) if scaled else int(fine.train.epochs)
-        train("finetune", config, sets, p.run_dir, p.epochs, f"{head}: fine-tuning")
+        own = scratch_config if p.init == "scratch" and scratch_config else config
+        train("finetune", own, sets, p.run_dir, p.epochs, f"{head}: fine-tuning")
         p.metrics = evaluate(p.run_dir, "test", f"{head}: evaluation on the test split")
         p.n_labelled = _n_labelled(p.run_dir)
         name, value = headline(p.metrics)
         print(f"{head}: {p.n_labelled} labelled cases, test {name} {value:.4f}", flush=True)
     files = write_outputs(points, out_dir, command=_command(config, overrides, fractions, seeds, pretrain,
-                                                            pretrain_overrides, out, budget))
+                                                            pretrain_overrides, out, budget, scratch_config))
     print(Path(files[0]).read_text())
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 
-def _command(config, overrides, fractions, seeds, pretrain, pretrain_overrides, out, budget) -> str:
+def _command(config, overrides, fractions, seeds, pretrain, pretrain_overrides, out, budget,
+             scratch_config=None) -> str:
     parts = ["selfmedmae curve", str(config), *overrides, "--fractions", ",".join(f"{f:g}" for f in fractions),
              "--seeds", str(seeds), "--budget", budget]
+    if scratch_config:
+        parts += ["--scratch-config", str(scratch_config)]
     if pretrain:
         parts += ["--pretrain", str(pretrain)] + [f"--pretrain-set {o}" for o in pretrain_overrides]
     return " ".join(parts + (["--out", str(out)] if out else []))

@@ -31,9 +31,11 @@ from selfmedmae.experiments.stages import check_data, evaluate, predict, train
 DEMOS = {
     "hippocampus": dict(data="configs/_data/hippocampus.yaml", pre="configs/hippocampus/pretrain.yaml",
                         fine="configs/hippocampus/finetune.yaml", runs="runs/hippocampus",
+                        fine_scratch="configs/hippocampus/finetune_scratch.yaml",
                         predict="data/Task04_Hippocampus/imagesTr/hippocampus_017.nii.gz"),
     "cxr14": dict(data="configs/_data/cxr14_sample.yaml", pre="configs/cxr14_sample/pretrain.yaml",
-                  fine="configs/cxr14_sample/finetune.yaml", runs="runs/cxr14_sample", predict=None),
+                  fine="configs/cxr14_sample/finetune.yaml", runs="runs/cxr14_sample",
+                  fine_scratch="configs/cxr14_sample/finetune_scratch.yaml", predict=None),
 }
 
 
