@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv install test demo curve bench gpu-check soak clean
+.PHONY: venv install test demo demo-long curve bench gpu-check soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: install
 SEEDS ?= 1
 demo: install
 	$(PY) -m selfmedmae.experiments.demo $(DEMO) --seeds $(SEEDS)
+
+# The longer CPU recipe on the hippocampus sample: 3x the pre-training, 5x the fine-tuning steps (under an hour).
+demo-long: install
+	$(PY) -m selfmedmae.experiments.demo hippocampus-long --seeds $(SEEDS)
 
 # MAE vs scratch at 10/25/50/100 % of the labelled hippocampus training cases, 3 seeds each; resumable.
 # Reuses the demo's pre-training (runs/hippocampus/pretrain) when it is finished with the same settings.

@@ -135,6 +135,13 @@ def _chance(c: Comparison, m: float, s: float) -> str:
     return f" Against chance ({c.chance}): MAE {m - c.chance:+.3f}, scratch {s - c.chance:+.3f}."
 
 
+def _p_text(p: Any) -> str:
+    """'; p = 0.012', '; p < 0.001' (a resampled p is never exactly 0), or '' when there is none."""
+    if not isinstance(p, float) or not math.isfinite(p):
+        return ""
+    return "; p < 0.001" if p < 0.001 else f"; p = {p:.3f}"
+
+
 def _interval_text(c: Comparison, numbers: str, m: float, s: float) -> str:
     """The verdict from the paired interval: ahead, behind, or no difference detectable."""
     p = c.paired
@@ -142,7 +149,7 @@ def _interval_text(c: Comparison, numbers: str, m: float, s: float) -> str:
     n_seeds = len(c.mae)
     how = (f"paired over the same {p.get('n', c.n_cases)} test {c.unit}"
            + (f", each side's {n_seeds} seeds averaged per case" if n_seeds > 1 else "")
-           + (f"; p = {p['p']:.3f}" if isinstance(p.get("p"), float) and math.isfinite(p["p"]) else ""))
+           + _p_text(p.get("p")))
     text = f"{said[0].upper()}{said[1:]} ({how}). Headline: {numbers}."
     gap, spread, n = c.gap
     if n > 1 and math.isfinite(spread):
@@ -164,7 +171,7 @@ def markdown(c: Comparison, title: str, note: Optional[str] = None) -> str:
     """The report section: title, table, seeds and cases, verdict."""
     n = len(c.mae)
     text = f"## {title}\n\n{table(c)}\nMean ± sample std over {n} seed{'s' if n > 1 else ''} " \
-           f"(seeds paired: same settings and budget, only `init` differs); {c.n_cases} test " \
+           f"(seeds paired: seed k of each side has the same data, model and budget); {c.n_cases} test " \
            f"{c.unit}.\n"
     if note:
         text += f"\n{note}\n"

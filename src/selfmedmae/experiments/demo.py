@@ -33,10 +33,17 @@ DEMOS = {
                         fine="configs/hippocampus/finetune.yaml", runs="runs/hippocampus",
                         fine_scratch="configs/hippocampus/finetune_scratch.yaml",
                         predict="data/Task04_Hippocampus/imagesTr/hippocampus_017.nii.gz"),
+    "hippocampus-long": dict(data="configs/_data/hippocampus.yaml", pre="configs/hippocampus_long/pretrain.yaml",
+                             fine="configs/hippocampus_long/finetune.yaml", runs="runs/hippocampus_long",
+                             fine_scratch="configs/hippocampus_long/finetune_scratch.yaml",
+                             predict="data/Task04_Hippocampus/imagesTr/hippocampus_017.nii.gz"),
     "cxr14": dict(data="configs/_data/cxr14_sample.yaml", pre="configs/cxr14_sample/pretrain.yaml",
                   fine="configs/cxr14_sample/finetune.yaml", runs="runs/cxr14_sample",
                   fine_scratch="configs/cxr14_sample/finetune_scratch.yaml", predict=None),
 }
+
+
+QUICK = ("hippocampus", "cxr14")  # what `make demo` runs; hippocampus-long is `make demo-long`
 
 
 def fine_config(d: dict, init: str) -> tuple[str, list[str]]:
@@ -197,10 +204,11 @@ def report(name: str, d: dict, comparison, seeds: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m selfmedmae.experiments.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", metavar="SAMPLE", help=f"{' | '.join(DEMOS)} (default: all)")
+    parser.add_argument("names", nargs="*", metavar="SAMPLE",
+                        help=f"{' | '.join(DEMOS)} (default: {' '.join(QUICK)})")
     parser.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds per init (default 1)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
-    names = args.names or list(DEMOS)
+    names = args.names or list(QUICK)
     unknown = [n for n in names if n not in DEMOS]
     if unknown or args.seeds < 1:
         print(f"unknown demo {unknown[0]!r}; choose from {', '.join(DEMOS)}" if unknown else
