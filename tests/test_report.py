@@ -100,3 +100,23 @@ def test_runs_without_results_exit_2(tmp_path, capsys):
     (bad / "metrics.json").write_text("{not json")
     assert main(["report", str(bad.parent)]) == 2
     assert f"{bad / 'metrics.json'}: not valid JSON" in capsys.readouterr().err
+
+
+def test_report_shows_each_runs_interval_beside_its_value(tmp_path, capsys):
+    """A metrics.json with evaluate's intervals: report prints each run's value with its 95 % interval."""
+    import json as _json
+
+    from selfmedmae.cli import main as cli_main
+
+    run = tmp_path / "a"
+    (run / "eval_test").mkdir(parents=True)
+    m = {"task": "segmentation", "split": "test", "n_cases": 3, "hd_percentile": 95.0,
+         "classes": {"L": {"dice": 0.8, "dice_ci": [0.7, 0.9], "hd95": 2.0, "hd95_ci": [1.5, 2.5]}},
+         "mean": {"dice": 0.8, "dice_ci": [0.7, 0.9], "hd95": 2.0, "hd95_ci": [1.5, 2.5]}, "subsets": {}}
+    (run / "eval_test" / "metrics.json").write_text(_json.dumps(m))
+    assert cli_main(["report", str(run), "--out", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "| Dice L | 0.8000 (0.7000 to 0.9000) |" in text and "HD95 L | 2.00 (1.50 to 2.50)" in text
+    assert "95 % interval" in text
+    record = _json.loads((tmp_path / "r" / "report.json").read_text())
+    assert record["runs"][0]["intervals"]["Dice mean"] == [0.7, 0.9]

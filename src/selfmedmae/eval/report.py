@@ -39,6 +39,7 @@ class RunResult:
     source: str  # where the numbers came from, for the reader
     split: Optional[str]
     metrics: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95 % interval per row, if any
 
 
 def _number(v: Any) -> Optional[float]:
@@ -53,6 +54,14 @@ def flatten(metrics: dict[str, Any]) -> dict[str, float]:
     task = task_of_metrics(metrics)
     rows = task.scores(metrics) if task is not None else {}
     return {k: float(v) for k, v in rows.items() if _number(v) is not None}
+
+
+def intervals_of(metrics: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """The 95 % intervals evaluate wrote beside the rows of :func:`flatten` (older metrics files have none)."""
+    task = task_of_metrics(metrics)
+    found = task.intervals(metrics) if task is not None and hasattr(task, "intervals") else {}
+    return {k: (float(v[0]), float(v[1])) for k, v in found.items()
+            if v and _number(v[0]) is not None and _number(v[1]) is not None}
 
 
 def _lower_is_better(key: str) -> bool:
@@ -87,7 +96,8 @@ def read_run(run_dir: str | os.PathLike, split: Optional[str] = None) -> RunResu
         metrics = flatten(data)
         if not metrics:
             raise UserError(f"{path}: holds no segmentation or classification metrics")
-        return RunResult(run_dir.name, run_dir, str(path.relative_to(run_dir)), data.get("split"), metrics)
+        return RunResult(run_dir.name, run_dir, str(path.relative_to(run_dir)), data.get("split"), metrics,
+                         intervals_of(data))
     if split and split != "val":  # the validation lines of metrics.jsonl are the val split, nothing else
         have = sorted(p.parent.name[len("eval_"):] for p in run_dir.glob("eval_*/metrics.json"))
         raise UserError(f"{run_dir}: no eval_{split}/metrics.json for --split {split} (evaluated splits here: "
@@ -142,9 +152,17 @@ def markdown(runs: Sequence[RunResult], summary: dict[str, dict[str, Any]]) -> s
     for key, s in summary.items():
         digits = 2 if key.startswith("HD") else 4
         pm = f"{_fmt(s['mean'], digits)} ± {_fmt(s['std'], digits)}"
-        lines.append("| " + " | ".join([key, *[_fmt(v, digits) for v in s["values"]], pm, str(s["n"])]) + " |")
+        cells = [_fmt(v, digits) + _ci(r.intervals.get(key), digits) for v, r in zip(s["values"], runs)]
+        lines.append("| " + " | ".join([key, *cells, pm, str(s["n"])]) + " |")
     lines += ["", "std: sample standard deviation over the runs that have the metric (n - 1 in the denominator)."]
+    if any(r.intervals for r in runs):
+        lines += ["In parentheses: each run's 95 % interval on its test cases (bootstrap over cases; DeLong for "
+                  "an AUC), as evaluate wrote it."]
     return "\n".join(lines) + "\n"
+
+
+def _ci(ci: Optional[tuple[float, float]], digits: int) -> str:
+    return "" if ci is None else f" ({_fmt(ci[0], digits)} to {_fmt(ci[1], digits)})"
 
 
 def _json_safe(obj: Any) -> Any:
@@ -173,7 +191,7 @@ def run(run_dirs: Sequence[str | os.PathLike], out: Optional[str | os.PathLike] 
     text = markdown(runs, summary)
     write_text(out / "report.md", text)  # a full disk: one line, no partial file
     record = {"runs": [{"name": r.name, "dir": str(r.dir), "source": r.source, "split": r.split,
-                        "metrics": r.metrics} for r in runs], "metrics": summary,
+                        "metrics": r.metrics, "intervals": r.intervals} for r in runs], "metrics": summary,
               "std": "sample standard deviation over runs (ddof=1)"}
     write_text(out / "report.json", json.dumps(_json_safe(record), indent=2) + "\n")
     print(text, end="")

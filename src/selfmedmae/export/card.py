@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from selfmedmae.extras import version
+from selfmedmae.models.factory import HEAD_KINDS
 
 
-TASKS = {"unetr": "segmentation", "classifier": "classification", "mae": "MAE pre-training",
-         "vit": "ViT encoder (pre-trained)"}
+TASKS = {**{kind: task for task, kind in HEAD_KINDS.items()}, "mae": "MAE pre-training",
+         "vit": "ViT encoder (pre-trained)"}  # what a checkpoint of each model kind is for
 LICENSE = "fill in"  # the exporter cannot know under which terms the weights and their data may be shared
 
 

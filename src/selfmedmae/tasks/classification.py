@@ -145,6 +145,13 @@ class Classification:
         return out
 
     @staticmethod
+    def intervals(m: Mapping[str, Any]) -> dict[str, Optional[list]]:
+        """The 95 % interval ([lo, hi]) of each row of :meth:`scores`, where the metrics dict has one."""
+        out = {f"AUC {name}": v.get("auc_ci") for name, v in m.get("labels", {}).items()}
+        out["AUC mean"] = m.get("mean_auc_ci")
+        return out
+
+    @staticmethod
     def headline(m: Mapping[str, Any]) -> tuple[str, Any]:
         return "mean AUC", m.get("mean_auc")
 

@@ -243,6 +243,15 @@ class Segmentation:
         return {f"{label} {name}": c.get(key) for key, label in (("dice", "Dice"), ("hd95", hd)) for name, c in groups}
 
     @staticmethod
+    def intervals(m: Mapping[str, Any]) -> dict[str, Optional[list]]:
+        """The 95 % interval ([lo, hi]) of each row of :meth:`scores`, where the metrics dict has one."""
+        hd = f"HD{float(m.get('hd_percentile', 95)):g}"
+        groups = [(name, c) for name, c in m.get("classes", {}).items()]
+        groups += [("mean", m.get("mean", {}))] + list(m.get("subsets", {}).items())
+        return {f"{label} {name}": c.get(f"{key}_ci") for key, label in (("dice", "Dice"), ("hd95", hd))
+                for name, c in groups}
+
+    @staticmethod
     def headline(m: Mapping[str, Any]) -> tuple[str, Any]:
         """The one number a run is judged by: the subset's mean Dice where the data report one (BTCV's 8
         organs, as the paper), else the mean Dice over the classes."""
