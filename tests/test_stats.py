@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from selfmedmae.metrics import stats
+from selfmedmae.metrics import delong
 from selfmedmae.metrics.stats import (bootstrap_ci, bootstrap_mean_ci, delong_auc_ci, delong_paired, format_ci,
                                       multilabel_auc_ci, paired_bootstrap_diff, paired_multilabel_auc, verdict)
 
@@ -314,7 +314,7 @@ def test_weighted_auc_equals_auc_of_the_resampled_cases():
     s = np.round(s, 1)
     idx = rng.integers(0, 60, size=(5, 60))
     weights = np.stack([np.bincount(i, minlength=60) for i in idx]).astype(float)
-    got = stats._weighted_aucs(weights, s, y.astype(bool))
+    got = delong._weighted_aucs(weights, s, y.astype(bool))
     assert got == pytest.approx([brute_auc(y[i], s[i]) for i in idx], abs=1e-12)
 
 
