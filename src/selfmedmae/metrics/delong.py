@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from selfmedmae.metrics.auc import average_ranks
-from selfmedmae.metrics.resample import (_NAN, _bootstrap_p, _check_level, _check_n_boot, _percentile, _rng,
+from selfmedmae.metrics.bootstrap import (_NAN, _bootstrap_p, _check_level, _check_n_boot, _percentile, _rng,
                                          _row_nanmean, _two_sided_p, _weight_blocks, _z)
 
 # --------------------------------------------------------------------------------------------------- DeLong

@@ -25,7 +25,7 @@ from typing import Any
 
 from selfmedmae.metrics.delong import (delong_auc_ci, delong_paired, multilabel_auc_ci,  # noqa: F401 (re-exported)
                                        paired_multilabel_auc)
-from selfmedmae.metrics.resample import bootstrap_ci, bootstrap_mean_ci, paired_bootstrap_diff  # noqa: F401
+from selfmedmae.metrics.bootstrap import bootstrap_ci, bootstrap_mean_ci, paired_bootstrap_diff  # noqa: F401
 
 __all__ = ["bootstrap_ci", "bootstrap_mean_ci", "paired_bootstrap_diff", "delong_auc_ci", "delong_paired",
            "multilabel_auc_ci", "paired_multilabel_auc", "verdict", "format_ci"]
