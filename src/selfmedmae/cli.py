@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  docs/config-reference.md   every config key\n  docs/checkpoints.md        checkpoints, convert",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from selfmedmae import __version__
+
+    parser.add_argument("--version", action="version", version=f"selfmedmae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_command(name: str, help_: str, handler: Callable[[argparse.Namespace], int]) -> None:

@@ -41,7 +41,8 @@ STAGES = ("pretrain", "finetune")
 TASKS = ("segmentation", "classification")
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = None) -> DictConfig:
+def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = None,
+               cited_by: Path | None = None) -> DictConfig:
     """Read one YAML file and the ``_base_`` files it names (relative to it), merged base-first.
 
     ``trail``, when given, receives ``(path, node)`` for every file read, in merge order (base first), so
@@ -51,7 +52,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = Non
     if path in seen:
         raise ConfigError(f"{path}: _base_ chain loops back to itself")
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        cited = f"{cited_by}: _base_ " if cited_by is not None else ""  # name the file that cites a base
+        if path.is_dir():
+            raise ConfigError(f"{cited}{path}: is a folder, not a config file")
+        raise ConfigError(f"{cited}{path}: {'file' if cited else 'config file'} not found")
     try:
         node = OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends
@@ -67,7 +71,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), trail: list | None = Non
         bases = [bases]
     merged = OmegaConf.create({})
     for base in bases:
-        merged = OmegaConf.merge(merged, _read_yaml(path.parent / str(base), seen + (path,), trail))
+        merged = OmegaConf.merge(merged, _read_yaml(path.parent / str(base), seen + (path,), trail, cited_by=path))
     if trail is not None:
         trail.append((path, node))
     return OmegaConf.merge(merged, node)

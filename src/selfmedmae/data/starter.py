@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -123,5 +124,5 @@ def run(kind: str, data: str, out: Optional[str]) -> int:
         load_config(path)  # what we wrote must load
         written.append(path)
     print(out_path.read_text(), end="")
-    print(f"wrote {', '.join(str(p) for p in written)}\nnext: selfmedmae check-data {stages['finetune']}")
+    print(f"wrote {', '.join(str(p) for p in written)}\nnext: selfmedmae check-data {shlex.quote(str(stages['finetune']))}")
     return 0

@@ -90,11 +90,56 @@ def _why_unreadable(path: Path, exc: Exception) -> str:
     return "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle of tensors)"
 
 
+def _looks_like(path: Path) -> str | None:
+    """What a file that is not a checkpoint looks like, by its first bytes (arguments given in the wrong order
+    put a scan or an image where a checkpoint belongs); None when it looks like none of these."""
+    import gzip
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(352)
+        if head[:2] == b"\x1f\x8b":  # gzip: a .nii.gz, or some other gzipped file
+            try:
+                with gzip.open(path, "rb") as fh:
+                    head = fh.read(352)
+            except (OSError, EOFError):
+                return "a gzip file"
+            if not _nifti(head):
+                return "a gzip file"
+        if _nifti(head):
+            return "a NIfTI image"
+    except OSError:
+        return None
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "a PNG image"
+    if head[:3] == b"\xff\xd8\xff":
+        return "a JPEG image"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "a TIFF image"
+    if head[128:132] == b"DICM":
+        return "a DICOM file"
+    return None
+
+
+def _nifti(head: bytes) -> bool:
+    """A NIfTI-1 / NIfTI-2 header: its size field (348 or 540, either byte order) and its magic string."""
+    import struct
+
+    if len(head) < 348:
+        return False
+    sizes = (struct.unpack("<i", head[:4])[0], struct.unpack(">i", head[:4])[0])
+    return (348 in sizes and head[344:347] in (b"n+1", b"ni1")) or (540 in sizes and head[4:7] in (b"n+2", b"ni2"))
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load any checkpoint file safely (tensors, numbers, strings only)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint file not found")
+    looks = _looks_like(path)
+    if looks is not None:  # before torch.load, whose message for these is about pickled code
+        raise UserError(f"{path}: not a checkpoint (it looks like {looks}); "
+                        f"expected a .pt from `selfmedmae finetune`")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, code objects refused by weights_only

@@ -22,6 +22,13 @@ def _step_of(line: str) -> Optional[int]:
         return None
 
 
+def _is_end(line: str) -> bool:
+    try:
+        return json.loads(line).get("kind") == "end"
+    except (ValueError, AttributeError):
+        return False
+
+
 def to_terminal() -> bool:
     """Whether progress goes to a terminal (tqdm bars) rather than a file (plain lines)."""
     try:
@@ -75,17 +82,27 @@ class MetricsLog:
         if not enabled:
             return
         if resume_step is not None and self.path.exists():
+            # the run's "end" record is written again at its end: resuming a finished run keeps one, not two
             kept = [line for line in self.path.read_text().splitlines()
-                    if _step_of(line) is not None and _step_of(line) <= resume_step]
+                    if _step_of(line) is not None and _step_of(line) <= resume_step and not _is_end(line)]
             self.path.write_text("".join(line + "\n" for line in kept))
         elif self.path.exists():
             self.path.unlink()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        self._tb_dir = run_dir / "tensorboard"
+        self._tb_tried = False
 
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-        except ImportError:  # tensorboard is a dependency, but a run must not die for want of it
-            self.writer = None
+    def _tb(self) -> Any:
+        """The TensorBoard writer, made at the first scalar or image: a resume with nothing left to train (a
+        finished run) adds no empty event file to ``tensorboard/``."""
+        if self.enabled and not self._tb_tried:
+            self._tb_tried = True
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(log_dir=str(self._tb_dir))
+            except ImportError:  # tensorboard is a dependency, but a run must not die for want of it
+                self.writer = None
+        return self.writer
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -93,21 +110,22 @@ class MetricsLog:
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
-        if self.writer is not None:
+        scalars = {k: v for k, v in record.items()
+                   if k not in ("step", "epoch", "kind") and isinstance(v, (int, float))}
+        if scalars and self._tb() is not None:
             step = record.get("step", 0)
-            for key, value in record.items():
-                if key not in ("step", "epoch", "kind") and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"{record.get('kind', 'train')}/{key}", value, step)
+            for key, value in scalars.items():
+                self.writer.add_scalar(f"{record.get('kind', 'train')}/{key}", value, step)
 
     def add_image(self, tag: str, image: np.ndarray, step: int) -> None:
         """An [H, W, 3] uint8 image in TensorBoard (Images tab), beside the scalars."""
-        if self.enabled and self.writer is not None:
+        if self.enabled and self._tb() is not None:
             self.writer.add_image(tag, image, step, dataformats="HWC")
             self.writer.flush()
 
     def add_png(self, tag: str, path: Optional[Path], step: int) -> None:
         """A figure already written as PNG (e.g. the reconstruction figure) in TensorBoard."""
-        if path is None or not self.enabled or self.writer is None:
+        if path is None or not self.enabled or self._tb() is None:
             return
         from PIL import Image
 
@@ -149,7 +167,7 @@ class Progress:
         self.samples += samples
         self.step += 1
         rate = self.samples / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.set_postfix_str(f"epoch {epoch} loss {loss:.4f} lr {lr:.2e} {rate:.1f} samples/s", refresh=False)
+        self.bar.set_postfix_str(f"{self._epochs(epoch)} loss {loss:.4f} lr {lr:.2e} {rate:.1f} samples/s", refresh=False)
         self.bar.update(1)
         if self.lines and self.log_every and self.step % self.log_every == 0:
             log_line(f"{self._epochs(epoch)} step {self.step}/{self.total} loss {loss:.4f} lr {lr:.2e} "
