@@ -161,6 +161,16 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_reproduce)
 
 
+def _version() -> str:
+    """The installed package's version (its metadata: the CLI sits below the package root in the layers)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("selfmedmae")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfmedmae",
@@ -170,9 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  docs/config-reference.md   every config key\n  docs/checkpoints.md        checkpoints, convert",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from selfmedmae import __version__
-
-    parser.add_argument("--version", action="version", version=f"selfmedmae {__version__}")
+    parser.add_argument("--version", action="version", version=f"selfmedmae {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_command(name: str, help_: str, handler: Callable[[argparse.Namespace], int]) -> None:
