@@ -68,23 +68,14 @@ def _newer(folder: Path, than: Path) -> bool:
 
 def machine() -> str:
     """One line: CPU model, the flags that decide bf16 vs fp32, threads, and the precision ``auto`` picks."""
-    import platform
-
     import torch
 
-    from selfmedmae.runtime.autoprec import probe_enabled
+    from selfmedmae.runtime.autoprec import cpu_flags, cpu_model, probe_enabled
     from selfmedmae.runtime.device import resolve_precision
 
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags] or ["none of amx/avx512/avx2"]
+    model = cpu_model()
+    wanted = [f for f in cpu_flags() if f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2")] or \
+        ["none of amx/avx512/avx2"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     auto = resolve_precision("auto", device)
     if device.type == "cpu" and auto == "bf16" and probe_enabled():  # native bf16: each stage measures its model
