@@ -39,6 +39,7 @@ from monai.transforms import (
 )
 
 from selfmedmae.data.brats import BratsRegionsd
+from selfmedmae.data.fast_crops import LabelGuidedCropsFlips, seed_transform
 from selfmedmae.data.nifti_reader import TorchCopyNibabelReader
 from selfmedmae.data.resample import SeparableSpacingd
 from selfmedmae.data.settings import AUGMENTS
@@ -78,6 +79,11 @@ class PlainTensorSteps(Randomizable, Transform):
 
     def set_random_state(self, seed=None, state=None):
         self.inner.set_random_state(seed=seed, state=state)
+        return self
+
+    def reseed(self, seed: int) -> "PlainTensorSteps":
+        """``set_random_state(seed=seed)``, re-using the inner steps' generators where they allow it."""
+        seed_transform(self.inner, seed)
         return self
 
     def randomize(self, data) -> None:  # the inner steps draw their own numbers
@@ -229,10 +235,16 @@ def _typed(cfg, keys: Sequence[str]) -> List:
 
 
 def train_transforms(cfg, mode: str = "finetune", labelled: bool = True) -> Compose:
-    """Prefix + suffix in one ``Compose``; MONAI's caching datasets cache up to the first random step."""
+    """Prefix + suffix in one ``Compose``; MONAI's caching datasets cache up to the first random step.
+    Pre-training on labelled volumes takes :class:`~selfmedmae.data.fast_crops.LabelGuidedCropsFlips`, the
+    same crops as its MONAI suffix at a fraction of the cost, unless its intensity step comes after the crops."""
     keys = ("image", "label") if labelled else ("image",)
-    return Compose(deterministic_prefix(cfg, keys, crop_indices=labelled) +
-                   [PlainTensorSteps(random_suffix(cfg, mode, labelled))])
+    if mode == "pretrain" and labelled and not _late_intensity(cfg):
+        suffix = LabelGuidedCropsFlips(cfg.roi_size, cfg.num_samples, cfg.pos_neg[0], cfg.pos_neg[1],
+                                       cfg.flip_prob, INDEX_KEYS)
+    else:
+        suffix = PlainTensorSteps(random_suffix(cfg, mode, labelled))
+    return Compose(deterministic_prefix(cfg, keys, crop_indices=labelled) + [suffix])
 
 
 def eval_transforms(cfg, with_label: bool = True) -> Compose:

@@ -6,12 +6,15 @@ run was interrupted. Generator states are also stored in checkpoints and restore
 """
 from __future__ import annotations
 
+import bisect
 import random
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
+
+from selfmedmae.data.fast_crops import seed_transform
 
 _PRIME = 1_000_003
 
@@ -48,6 +51,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _transform_of(dataset: Dataset, index: int) -> Any:
+    """The transform that item ``index`` of ``dataset`` goes through (a ConcatDataset's part's)."""
+    if isinstance(dataset, ConcatDataset):
+        part = bisect.bisect_right(dataset.cumulative_sizes, index)
+        return _transform_of(dataset.datasets[part], index - (dataset.cumulative_sizes[part - 1] if part else 0))
+    return getattr(dataset, "transform", None)
+
+
 def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
@@ -69,12 +80,16 @@ class SeededDataset(Dataset):
         # from the index, as their copy of this object does not see set_epoch
         epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         seed = mix(self.seed, epoch, index)
-        transform = getattr(self.dataset, "transform", None)
+        transform = _transform_of(self.dataset, index)
         if hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=seed)  # MONAI Compose: every random transform's own generator
+            seed_transform(transform, seed)  # MONAI Compose: every random transform's own generator
         py, npy = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            seed_everything(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            # the CPU generator only (as fork_rng restores only it): torch.manual_seed would also queue a
+            # seed for every accelerator, which costs more than cropping a volume
+            torch.default_generator.manual_seed(seed)
             try:
                 return self.dataset[index]
             finally:
