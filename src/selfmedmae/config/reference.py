@@ -161,7 +161,8 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
     "data.cache": ("Decode and resample each volume once: `memory`, `disk` (under `cache_dir`), `none`.",
                    None),
     "data.cache_dir": ("Disk cache folder; `null` = `<run.dir>/cache`.", None),
-    "data.num_workers": ("Data-loading worker processes.", None),
+    "data.num_workers": ("Data-loading worker processes; 0 loads in the training process, which is the faster "
+                         "on two cores (benchmarks/RESULTS.md, \"Pre-training steps\").", None),
     "data.cache_rate": ("Memory cache: fraction of the training volumes held in memory.",
                         "1.0 (BraTS fine-tuning script: 0.5)"),
     # --- train ----------------------------------------------------------------------------------------
@@ -244,6 +245,8 @@ def schema_keys(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, str
     instance = cls()
     for f in dataclasses.fields(cls):
         value = getattr(instance, f.name)
+        if "default" in f.metadata:  # a default that depends on the machine: its rule, not this machine's value
+            value = f.metadata["default"]
         if dataclasses.is_dataclass(value):
             yield from schema_keys(type(value), f"{prefix}{f.name}.")
         else:

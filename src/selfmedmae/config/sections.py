@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
+from selfmedmae.runtime.cores import default_workers
+
 
 @dataclass
 class DataConfig:
@@ -63,7 +65,8 @@ class DataConfig:
     # --- loading ---------------------------------------------------------------------------------------
     cache: str = "memory"  # memory | disk | none: decode and resample each volume once
     cache_dir: Optional[str] = None  # disk cache; None = <run.dir>/cache
-    num_workers: int = 2
+    num_workers: int = field(default_factory=default_workers,  # from the cores (runtime.cores)
+                             metadata={"default": "0 on 1-2 cores, else cores / 2, at most 4"})
     cache_rate: float = 1.0  # memory cache: fraction of the training volumes held (the rest load each time)
 
 

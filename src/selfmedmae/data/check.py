@@ -25,6 +25,7 @@ from selfmedmae.data.selection import label_count, pretrain_items
 from selfmedmae.data.splits import split_ids
 from selfmedmae.data.suffixes import is_series
 from selfmedmae.errors import UserError
+from selfmedmae.runtime.cores import reading_threads
 
 AFFINE_ATOL = 1e-3  # mm; image and label affines must agree to this
 
@@ -228,7 +229,7 @@ def check_3d(data_cfg, stage: str, datalist, extra) -> DataReport:
         report.problems += extra.problems
         items += extra.unlabelled
     n_labels = len(datalist.labels) if datalist.labels else None
-    with ThreadPoolExecutor(max_workers=max(1, data_cfg.num_workers)) as pool:
+    with ThreadPoolExecutor(max_workers=reading_threads(data_cfg.num_workers)) as pool:
         facts = list(pool.map(lambda item: check_case(item, data_cfg, n_labels), items))
     for f in facts:
         report.problems += f.problems

@@ -22,6 +22,7 @@ from torch.utils.data import ConcatDataset
 from selfmedmae.data.settings import CACHES
 from selfmedmae.data.transforms_3d import eval_transforms, train_transforms
 from selfmedmae.errors import UserError
+from selfmedmae.runtime.cores import reading_threads
 
 
 
@@ -35,7 +36,7 @@ def make_dataset(items: List[dict], transform, data_cfg, cache_dir: Optional[str
     """
     mode = data_cfg.cache
     if mode == "memory":
-        return CacheDataset(items, transform, cache_rate=cache_rate, num_workers=max(1, data_cfg.num_workers),
+        return CacheDataset(items, transform, cache_rate=cache_rate, num_workers=reading_threads(data_cfg.num_workers),
                             progress=False, copy_cache=copy_cache)
     if mode == "disk":
         if cache_dir is None:

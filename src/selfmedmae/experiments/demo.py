@@ -26,6 +26,7 @@ from typing import Optional
 
 from selfmedmae.experiments.compare import compare, markdown
 from selfmedmae.errors import UserError
+from selfmedmae.runtime.cores import usable_cores
 from selfmedmae.experiments.stages import check_data, evaluate, predict, train
 
 DEMOS = {
@@ -99,7 +100,7 @@ def run_demo(name: str, seeds: int, times: list[tuple[str, float]]) -> str:
     title = f"{name}: MAE self pre-training"
     # The first from-scratch fine-tuning needs no MAE: it runs beside the pre-training, each on one core.
     # Small models use two cores poorly, so the pair finishes sooner than one after the other.
-    beside = _start_beside(name, d) if _cores() >= 2 else None
+    beside = _start_beside(name, d) if usable_cores() >= 2 else None
     with _threads(1 if beside else None):
         _timed(times, title, train("pretrain", d["pre"], [], pre_cfg.run.dir, int(pre_cfg.train.epochs), title))
     if beside is not None:
@@ -124,10 +125,6 @@ def run_demo(name: str, seeds: int, times: list[tuple[str, float]]) -> str:
                predict(best, [d["predict"]], out, f"{name}: prediction on a scan", figures=True,
                        overwrite=out.is_dir() and any(out.iterdir())))  # the results of an older best.pt
     return report(name, d, compare(metrics["mae"], metrics["scratch"]), seeds)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
