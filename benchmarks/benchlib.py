@@ -21,34 +21,23 @@ from typing import Callable, Iterator
 
 import torch
 
+from selfmedmae.runtime import autoprec
+
 REPO = Path(__file__).resolve().parents[1]
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def cpu_flags() -> dict[str, bool]:
-    """The flags that decide bf16 speed on a CPU: AMX and AVX512-BF16 are native bf16, AVX2 only is not."""
-    try:
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        flags = set()
-    return {name: name in flags for name in ("amx_bf16", "avx512_bf16", "avx512f", "avx2")}
+    """The flags that decide bf16 speed on a CPU (AMX and AVX512-BF16 are native bf16, AVX2 only is not),
+    each with whether this CPU has it; read by :mod:`selfmedmae.runtime.autoprec`."""
+    have = set(autoprec.cpu_flags())
+    return {name: name in have for name in autoprec.FLAGS}
 
 
 def machine() -> str:
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu_flags().items())
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu_model()}, {os.cpu_count()} cores ({flags}), torch {torch.__version__} "
+    return (f"{autoprec.cpu_model()}, {os.cpu_count()} cores ({flags}), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}), "
             f"{gpu}, Python {platform.python_version()}")
 
