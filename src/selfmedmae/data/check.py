@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 import nibabel as nib
 import numpy as np
 
-from selfmedmae.data.findings import DataReport, Lines
+from selfmedmae.data.findings import DataReport, Lines, constant_problem
 from selfmedmae.data.selection import label_count, pretrain_items
 from selfmedmae.data.splits import split_ids
 from selfmedmae.data.suffixes import is_series
@@ -111,8 +111,7 @@ def _not_constant(path: str, array: np.ndarray, facts: CaseFacts) -> None:
     if array.dtype.kind == "f" and not np.isfinite(first):
         return  # reported by _finite
     if np.all(flat == first):
-        what = "every voxel is 0 (an empty or failed export?)" if first == 0 else f"every voxel is {first}"
-        facts.problems.append(f"{path}: {what}; a constant image cannot be normalised or learnt from")
+        facts.problems.append(constant_problem(path, first))
 
 
 def _shape_after(img, shape: tuple, data_cfg) -> np.ndarray:

@@ -246,7 +246,7 @@ def check(data_cfg, scanned=None) -> DataReport:
     """Every problem of a ChestX-ray14 folder (one line each, naming the file), or a summary of it."""
     sc = scanned if scanned is not None else scan(data_cfg)
     rep = DataReport(list(sc.report.problems), list(sc.report.warnings), list(sc.report.summary))
-    seen = inspect_images(sorted({r.path for r in sc.splits.get("all", [])}), rep)
+    seen = inspect_images(sorted({r.path for r in sc.splits.get("all", [])}), rep, crop_size=int(data_cfg.crop_size))
     if rep.problems:
         return rep
     s = sc.splits

@@ -18,6 +18,13 @@ def one_line(text: Any) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in s)
 
 
+def constant_problem(path: Any, value: Any, unit: str = "voxel") -> str:
+    """The problem line of an image with one value everywhere (all zero: a failed export): nothing to learn,
+    and its intensity normalisation divides by zero."""
+    what = f"every {unit} is 0 (an empty or failed export?)" if value == 0 else f"every {unit} is {value}"
+    return f"{path}: {what}; a constant image cannot be normalised or learnt from"
+
+
 class Lines(list):
     """A list of messages that keeps each one on one line (:func:`one_line`)."""
 
