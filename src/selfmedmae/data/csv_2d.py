@@ -30,7 +30,7 @@ import numpy as np
 
 from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
 from selfmedmae.data.dataset_2d import Record2D, raise_if_problems, split_groups
-from selfmedmae.data.findings import DataReport
+from selfmedmae.data.findings import DataReport, duplicated_columns
 from selfmedmae.errors import UserError
 
 SPLITS = ("train", "val", "test", "all")
@@ -63,6 +63,10 @@ def _read_table(path: Path, report: DataReport):
     header = table[0][1]
     if header and header[-1] == "":
         header = header[:-1]  # trailing comma
+    twice = duplicated_columns(path, header)
+    if twice:
+        report.problems += twice
+        return None
     rows = []
     for n, row in table[1:]:
         if len(row) == len(header) + 1 and row[-1] == "":

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from selfmedmae.data.decathlon import Datalist, case_id, check_unique, resolve
+from selfmedmae.data.findings import duplicated_columns
 
 
 def read_csv_rows(path: Path, problems: List[str]) -> Optional[List[dict]]:
@@ -38,6 +39,10 @@ def read_csv_rows(path: Path, problems: List[str]) -> Optional[List[dict]]:
         problems.append(f"{path}: no data rows (a header line and one row per case are expected)")
         return None
     header = [h.strip() for h in table[0]]
+    twice = duplicated_columns(path, header)
+    if twice:
+        problems += twice
+        return None
     rows = []
     for line, row in enumerate(table[1:], start=2):
         # A trailing empty cell (trailing comma) is tolerated; any other width mismatch is malformed.

@@ -25,6 +25,22 @@ def constant_problem(path: Any, value: Any, unit: str = "voxel") -> str:
     return f"{path}: {what}; a constant image cannot be normalised or learnt from"
 
 
+def duplicated_columns(path: Any, header: Iterable[str]) -> list:
+    """A problem line for each name a CSV header holds twice (a reader keyed by name would keep one column
+    and drop the other): the name, its column numbers (from 1) and the file."""
+    first: dict = {}
+    problems = []
+    for number, name in enumerate(header, start=1):
+        if not name:
+            continue
+        if name in first:
+            problems.append(f"{path}: column {name!r} appears twice in the header (columns {first[name]} and "
+                            f"{number}); rename or remove one")
+        else:
+            first[name] = number
+    return problems
+
+
 class Lines(list):
     """A list of messages that keeps each one on one line (:func:`one_line`)."""
 
