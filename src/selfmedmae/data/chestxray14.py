@@ -48,6 +48,7 @@ class Cxr14Scan:
     classes: List[str]
     csv_path: Optional[Path] = None
     splits: Dict[str, List[Record2D]] = field(default_factory=dict)  # train, val, test, train_val, all
+    unlabelled: List[Record2D] = field(default_factory=list)  # none: every release image is labelled
     report: DataReport = field(default_factory=DataReport)
     split_rule: str = ("test_list.txt is test; val = the seeded rule over the patients of train_val_list.txt "
                        "(data.val_fraction, data.split_seed)")
@@ -242,8 +243,9 @@ def _cross_list_problems(root: Path, lists, records, rep: DataReport) -> None:
                             "(the lists must be patient-disjoint)")
 
 
-def check(data_cfg, scanned=None) -> DataReport:
-    """Every problem of a ChestX-ray14 folder (one line each, naming the file), or a summary of it."""
+def check(data_cfg, scanned=None, stage: str = "finetune") -> DataReport:
+    """Every problem of a ChestX-ray14 folder (one line each, naming the file), or a summary of it (the same
+    for every ``stage``)."""
     sc = scanned if scanned is not None else scan(data_cfg)
     rep = DataReport(list(sc.report.problems), list(sc.report.warnings), list(sc.report.summary))
     seen = inspect_images(sorted({r.path for r in sc.splits.get("all", [])}), rep, crop_size=int(data_cfg.crop_size))
