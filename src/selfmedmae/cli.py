@@ -255,8 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "PNG / JPEG files; "
                         "key=value items override the run config")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--probabilities", action="store_true", help="also write the class probabilities (4D NIfTI)")
-    p.add_argument("--figures", action="store_true", help="also draw image + prediction overlays")
+    p.add_argument("--probabilities", action="store_true",
+                   help="segmentation: also write the class probabilities (4D NIfTI); 2D predictions.csv always "
+                        "holds them")
+    p.add_argument("--figures", action="store_true", help="segmentation: also draw image + prediction overlays")
     p.add_argument("--format", default="nifti", choices=OUTPUT_FORMATS,
                    help="label maps as NIfTI (default) or, for DICOM series inputs, as DICOM SEG (docs/dicom.md)")
     p.add_argument("--overwrite", action="store_true",
