@@ -43,7 +43,8 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-PRESET_KEYS = tuple(f"model.{k}" for k in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads"))  # null: the preset's
+# keys whose default (null) takes the preset's value
+PRESET_KEYS = tuple(f"model.{k}" for k in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads"))
 
 
 def config_sources(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> tuple[DictConfig, dict[str, str]]:
