@@ -28,6 +28,7 @@ import numpy as np
 from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
 from selfmedmae.data.dataset_2d import Record2D, split_groups
 from selfmedmae.data.findings import DataReport
+from selfmedmae.data.paths import missing_file, missing_root
 
 CXR14_LABELS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -156,7 +157,7 @@ def _find_csv(root: Path, data_cfg, report: DataReport) -> Optional[Path]:
     if data_cfg.csv:
         path = root / str(data_cfg.csv)
         if not path.is_file():
-            report.problems.append(f"{path}: Data_Entry csv not found (data.csv)")
+            report.problems.append(missing_file(path, "data.csv: the Data_Entry csv", data_cfg.root))
             return None
         return path
     found = sorted(root.glob("Data_Entry_2017*.csv"))
@@ -189,7 +190,7 @@ def scan(data_cfg) -> Cxr14Scan:
     rep = out.report
     out.classes = _config_problems(data_cfg, rep)
     if not root.is_dir():
-        rep.problems.append(f"{root}: dataset folder not found (data.root)")
+        rep.problems.append(missing_root(root))
         return out
     out.csv_path = _find_csv(root, data_cfg, rep)
     rows = read_data_entry(out.csv_path, out.classes, rep) if out.csv_path else {}

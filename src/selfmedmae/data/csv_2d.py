@@ -34,6 +34,7 @@ import numpy as np
 from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
 from selfmedmae.data.dataset_2d import Record2D, raise_if_problems, split_groups
 from selfmedmae.data.findings import DataReport, duplicated_columns
+from selfmedmae.data.paths import missing_file, missing_listed, shown
 from selfmedmae.errors import UserError
 
 SPLITS = ("train", "val", "test", "all")
@@ -109,7 +110,7 @@ def scan(data_cfg) -> Csv2DScan:
         return out
     path = out.csv_path = Path(str(data_cfg.root)) / str(data_cfg.csv)
     if not path.is_file():
-        rep.problems.append(f"{path}: file not found (data.csv)")
+        rep.problems.append(missing_file(path, "data.csv", data_cfg.root))
         return out
     table = _read_table(path, rep)
     if table is None:
@@ -126,7 +127,7 @@ def scan(data_cfg) -> Csv2DScan:
     for n, row in rows:
         unlabelled = bool(classes) and not any(row[c] for c in classes)  # in no split: pre-training only
         rec = _record(path, n, row, image_col, [] if unlabelled else classes, None if unlabelled else group_col,
-                      rep)
+                      rep, str(data_cfg.root))
         value = row[SPLIT_COLUMN].lower() if SPLIT_COLUMN in header and not unlabelled else None
         if value is not None and value not in ("train", "val", "test"):
             rep.problems.append(f"{path}: line {n}: split {row[SPLIT_COLUMN]!r} is not train, val or test")
@@ -174,7 +175,8 @@ def _straddling_groups(splits: Dict[str, List[Record2D]], group_col: str, path: 
                                 f"{SPLIT_COLUMN!r} cells differ); one {group_col} must stay in one split")
 
 
-def _record(path: Path, n: int, row: dict, image_col: str, classes: List[str], group_col, rep: DataReport):
+def _record(path: Path, n: int, row: dict, image_col: str, classes: List[str], group_col, rep: DataReport,
+            root: str):
     """One row as a Record2D, or None with its problems in ``rep``."""
     rel = row[image_col]
     if not rel:
@@ -183,7 +185,7 @@ def _record(path: Path, n: int, row: dict, image_col: str, classes: List[str], g
     image = Path(rel) if os.path.isabs(rel) else path.parent / rel
     ok = True
     if not image.is_file():
-        rep.problems.append(f"{image}: listed in {path} line {n} but not found")
+        rep.problems.append(missing_listed(image, f"listed in {shown(path)} line {n}", "image file", root))
         ok = False
     label = np.zeros(len(classes), np.float32) if classes else None
     for k, col in enumerate(classes):

@@ -21,12 +21,14 @@ from typing import List, Optional
 
 from selfmedmae.data.decathlon import Datalist, case_id, check_unique, resolve
 from selfmedmae.data.findings import duplicated_columns
+from selfmedmae.data.paths import missing_file
 
 
-def read_csv_rows(path: Path, problems: List[str]) -> Optional[List[dict]]:
-    """The rows as dicts keyed by header (cells stripped), or ``None`` with the reason in ``problems``."""
+def read_csv_rows(path: Path, problems: List[str], root: Optional[str] = None) -> Optional[List[dict]]:
+    """The rows as dicts keyed by header (cells stripped), or ``None`` with the reason in ``problems``;
+    ``root``: the ``data.root`` the path was resolved against, for the message."""
     if not path.is_file():
-        problems.append(f"{path}: file not found (data.csv)")
+        problems.append(missing_file(path, "data.csv", root))
         return None
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -62,7 +64,7 @@ def read_csv_folder(root: str | os.PathLike, csv_file: Optional[str], image_colu
         out.problems.append("data.csv: not set; name the CSV of image / label paths (relative to data.root)")
         return out
     path = root / csv_file
-    rows = read_csv_rows(path, out.problems)
+    rows = read_csv_rows(path, out.problems, str(root))
     if rows is None:
         return out
     columns = set(rows[0]) if rows else set()
