@@ -158,7 +158,8 @@ def test_help_lists_config_keys_and_convert_has_a_description(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         out = capsys.readouterr().out
-        assert "docs/config-reference.md" in out and "data.root=PATH" in out and "train.epochs=N" in out
+        assert "docs/config-reference.md" in out and "data.root=PATH" in out
+        assert ("train.epochs=N" in out) == (command != "check-data")  # check-data lists the keys it reads
     with pytest.raises(SystemExit):
         main(["convert", "--help"])
     out = capsys.readouterr().out

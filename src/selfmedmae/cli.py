@@ -112,6 +112,22 @@ CONFIG_EPILOG = """main config keys (every key, its default and the paper's valu
 """
 
 
+# What check-data reads: the data section, and the stage whose data rules apply.
+CHECK_DATA_EPILOG = """keys check-data reads (every key: docs/config-reference.md; `selfmedmae config CONFIG` prints them
+with the source of each value):
+  stage=pretrain|finetune  whose data rules apply (pre-training needs no labels)
+  data.root=PATH          dataset folder (data files inside it are relative to it)
+  data.format=NAME        msd | btcv | brats | csv | cxr14 (docs/own-data-3d.md, docs/own-data-2d.md)
+  data.spatial_dims=2|3   data.in_chans=N  data.labels=[...]
+  data.csv=FILE           data.dataset_json=FILE  data.split_file=FILE  data.extra_unlabelled=PATH
+  data.image_column=NAME  data.label_column=NAME  data.class_columns=[...]  data.group_column=NAME
+  data.val_fraction=X     data.test_fraction=X  data.split_seed=N  data.pretrain_on=train|all
+  data.roi_size=[X,Y,Z]   data.spacing=[...] (3D)  data.image_size=N  data.crop_size=N (2D)
+  data.num_workers=N      files read at once
+It also checks that the model's patch divides the crop and the batch fits the train split.
+"""
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -183,16 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"selfmedmae {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def config_command(name: str, help_: str, handler: Callable[[argparse.Namespace], int]) -> None:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=CONFIG_EPILOG,
+    def config_command(name: str, help_: str, handler: Callable[[argparse.Namespace], int],
+                       epilog: str = CONFIG_EPILOG, example: str = "train.epochs=10") -> None:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("config", metavar="CONFIG", help="YAML config file (see configs/)")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=10")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
         p.set_defaults(handler=handler)
 
     config_command("pretrain", "MAE self pre-training", _pretrain)
     config_command("finetune", "fine-tune a classifier or UNETR", _finetune)
-    config_command("check-data", "check a dataset before a long run", _check_data)
+    config_command("check-data", "check a dataset before a long run", _check_data, CHECK_DATA_EPILOG,
+                   "data.root=/data/x")
 
     p = sub.add_parser("config", help="print the resolved config with the source of each value",
                        description="The config a stage would run with, one key per line, each with its source: "
@@ -255,8 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "PNG / JPEG files; "
                         "key=value items override the run config")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--probabilities", action="store_true", help="also write the class probabilities (4D NIfTI)")
-    p.add_argument("--figures", action="store_true", help="also draw image + prediction overlays")
+    p.add_argument("--probabilities", action="store_true",
+                   help="segmentation: also write the class probabilities (4D NIfTI); 2D predictions.csv always "
+                        "holds them")
+    p.add_argument("--figures", action="store_true", help="segmentation: also draw image + prediction overlays")
     p.add_argument("--format", default="nifti", choices=OUTPUT_FORMATS,
                    help="label maps as NIfTI (default) or, for DICOM series inputs, as DICOM SEG (docs/dicom.md)")
     p.add_argument("--overwrite", action="store_true",

@@ -23,7 +23,7 @@ from selfmedmae.errors import UserError
 from selfmedmae.data.formats import check_data_settings, check_task, input_key, input_shape
 from selfmedmae.models.factory import DECODERS, HEAD_KINDS, SLIDING_WINDOW_KINDS
 from selfmedmae.models.initialise import check_init
-from selfmedmae.models.presets import check_heads, sizes as model_sizes
+from selfmedmae.models.presets import check_heads, decoder_sizes, sizes as model_sizes
 from selfmedmae.runtime.device import check_precision, device_for
 
 SPLITS = ("val", "test", "all")
@@ -56,9 +56,8 @@ def check_model(cfg: Any, command: str) -> None:
         if keep < 1 or keep >= length:
             raise err("model.mask_ratio", f"{ratio} keeps {keep} of the {length} patches visible; MAE needs at "
                                            f"least one visible and one masked patch")
-        positive(cfg, "model.decoder_embed_dim")
-        positive(cfg, "model.decoder_depth")
-        check_heads(int(cfg.model.decoder_embed_dim), int(cfg.model.decoder_num_heads), "model.decoder_num_heads")
+        decoder = decoder_sizes(cfg.model)  # each > 0, else a ConfigError naming the key
+        check_heads(decoder["decoder_embed_dim"], decoder["decoder_num_heads"], "model.decoder_num_heads")
     if command == "finetune" and HEAD_KINDS.get(cfg.task) == "unetr":  # the decoder's own limits
         check_decoder(cfg, patch, sizes["depth"])
 

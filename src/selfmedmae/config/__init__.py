@@ -18,7 +18,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from selfmedmae.config.sections import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from selfmedmae.config.sections import PRESET_DECODERS, DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from selfmedmae.config.overrides import parse_overrides
 from selfmedmae.config.rules import yaml_error_text
 from selfmedmae.errors import ConfigError
@@ -113,7 +113,16 @@ def _build(base: object, source: str | None, overrides: Sequence[str]) -> DictCo
     except OmegaConfBaseException as exc:
         raise _error(exc, None) from None
     _check(cfg, source, [key for key, _ in pairs])
+    _preset_decoder(cfg)
     return cfg
+
+
+def _preset_decoder(cfg: DictConfig) -> None:
+    """``model.decoder_*`` left null take the preset's MAE decoder (:data:`PRESET_DECODERS`), so the saved
+    config names the decoder a run trains; an unknown preset is left to the model check to name."""
+    for key, value in PRESET_DECODERS.get(str(cfg.model.preset), {}).items():
+        if cfg.model[key] is None:
+            cfg.model[key] = value
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> DictConfig:

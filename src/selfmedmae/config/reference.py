@@ -15,8 +15,19 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from selfmedmae.config import Config
+from selfmedmae.config.sections import PRESET_DECODERS
 
 PAGE = Path("docs") / "config-reference.md"
+
+def _preset_decoders() -> str:
+    """``vit_nano 48 / 2 / 4, ...``: the MAE decoder of each preset, presets with one decoder named together."""
+    by_decoder: dict = {}
+    for name, d in PRESET_DECODERS.items():
+        sizes = f"{d['decoder_embed_dim']} / {d['decoder_depth']} / {d['decoder_num_heads']}"
+        by_decoder.setdefault(sizes, []).append(f"`{name}`")
+    return ", ".join(f"{' '.join(names) if len(names) == 1 else ', '.join(names[:-1]) + ' and ' + names[-1]} "
+                     f"{sizes}" for sizes, names in by_decoder.items())
+
 
 # key -> (what it does, the paper's value or None). "Paper" means the paper or its official code
 # (docs/official-code.md); where they differ the text says which.
@@ -32,7 +43,8 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
              "loaded; see docs/checkpoints.md.", "mae (self pre-trained encoder)"),
     # --- model ----------------------------------------------------------------------------------------
     "model.preset": ("ViT size: `vit_nano`, `vit_micro`, `vit_tiny`, `vit_small`, `vit_base`, `vit_large`, "
-                     "`vit_huge` (widths, depths and heads in `selfmedmae/models/presets.py`).", "vit_base"),
+                     "`vit_huge` (widths, depths and heads: `PRESETS` in `selfmedmae/config/sections.py`; the "
+                     "MAE decoder of each: `model.decoder_embed_dim`).", "vit_base"),
     "model.embed_dim": ("Token width; `null` takes the preset's.", "768"),
     "model.depth": ("Number of transformer blocks; `null` takes the preset's.", "12"),
     "model.num_heads": ("Attention heads; `null` takes the preset's.", "12"),
@@ -45,9 +57,13 @@ ENTRIES: dict[str, tuple[str, Optional[str]]] = {
                              "0 (pre-training), 0.1 (fine-tuning)"),
     "model.mask_ratio": ("Fraction of patches hidden from the encoder in MAE pre-training.",
                          "0.75 (the official scripts pass 0.125, docs/official-code.md §6.3)"),
-    "model.decoder_embed_dim": ("Width of the MAE decoder.", "384 (3D), 256 (2D configs)"),
-    "model.decoder_depth": ("Blocks of the MAE decoder.", "8"),
-    "model.decoder_num_heads": ("Heads of the MAE decoder.", "12 (3D), 8 (2D configs)"),
+    "model.decoder_embed_dim": ("Width of the MAE decoder; `null` takes the preset's decoder (width / blocks / "
+                                f"heads): {_preset_decoders()}. The saved config.yaml holds the values used.",
+                                "384 (3D), 256 (2D configs)"),
+    "model.decoder_depth": ("Blocks of the MAE decoder; `null` takes the preset's (see "
+                            "`model.decoder_embed_dim`).", "8"),
+    "model.decoder_num_heads": ("Heads of the MAE decoder (they must divide its width); `null` takes the "
+                                "preset's (see `model.decoder_embed_dim`).", "12 (3D), 8 (2D configs)"),
     "model.norm_pix_loss": ("MAE target: each patch normalised by its own mean and variance (else raw "
                             "pixels).", "true"),
     "model.norm_pix_unbiased": ("Variance of that normalisation: `false` biased, as the official 3D patch "

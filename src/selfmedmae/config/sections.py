@@ -3,7 +3,7 @@ default; shipped configs set the rest. Each field says which formats or stages r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from selfmedmae.runtime.cores import default_workers
 
@@ -70,9 +70,31 @@ class DataConfig:
     cache_rate: float = 1.0  # memory cache: fraction of the training volumes held (the rest load each time)
 
 
+# The model sizes of each ``model.preset``: the ViT encoder, and the MAE decoder pre-training puts on it. The
+# ViT-B/L/H presets keep the paper's decoder (384 wide, 8 blocks, 12 heads, the official 3D code's); the small
+# presets get a decoder of their own width (and a few blocks), so a first run on a CPU stays small.
+PRESETS: Dict[str, Dict[str, int]] = {
+    "vit_nano": dict(embed_dim=48, depth=2, num_heads=4),  # tests and smoke runs
+    "vit_micro": dict(embed_dim=96, depth=4, num_heads=4),  # CPU demos
+    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
+    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
+    "vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
+    "vit_huge": dict(embed_dim=1280, depth=32, num_heads=16),
+}
+PAPER_DECODER = dict(decoder_embed_dim=384, decoder_depth=8, decoder_num_heads=12)
+PRESET_DECODERS: Dict[str, Dict[str, int]] = {
+    "vit_nano": dict(decoder_embed_dim=48, decoder_depth=2, decoder_num_heads=4),
+    "vit_micro": dict(decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=4),
+    "vit_tiny": dict(decoder_embed_dim=192, decoder_depth=4, decoder_num_heads=3),
+    "vit_small": dict(decoder_embed_dim=384, decoder_depth=4, decoder_num_heads=6),
+    "vit_base": PAPER_DECODER, "vit_large": PAPER_DECODER, "vit_huge": PAPER_DECODER,
+}
+
+
 @dataclass
 class ModelConfig:
-    preset: str = "vit_base"  # see selfmedmae.models.presets.PRESETS
+    preset: str = "vit_base"  # a key of PRESETS
     embed_dim: Optional[int] = None  # None: the preset's value
     depth: Optional[int] = None
     num_heads: Optional[int] = None
@@ -82,9 +104,9 @@ class ModelConfig:
     drop_path_rate: float = 0.0  # fine-tuning uses 0.1
     # masked autoencoder (pre-training)
     mask_ratio: float = 0.75  # fraction of patches hidden from the encoder
-    decoder_embed_dim: int = 384
-    decoder_depth: int = 8
-    decoder_num_heads: int = 12
+    decoder_embed_dim: Optional[int] = None  # None: the preset's (PRESET_DECODERS), filled in when the config is built
+    decoder_depth: Optional[int] = None
+    decoder_num_heads: Optional[int] = None
     norm_pix_loss: bool = True
     norm_pix_unbiased: bool = False  # False: LayerNorm-style biased variance (official 3D); True: original MAE
     # fine-tuning heads

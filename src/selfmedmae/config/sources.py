@@ -43,6 +43,10 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+# keys whose default (null) takes the preset's value
+PRESET_KEYS = tuple(f"model.{k}" for k in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads"))
+
+
 def config_sources(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> tuple[DictConfig, dict[str, str]]:
     """The resolved config and, for every leaf key, ``default``, ``file <path>`` or ``override``."""
     cfg = load_config(path, overrides)  # validates; raises ConfigError naming the key
@@ -53,7 +57,7 @@ def config_sources(path: str | os.PathLike | None, overrides: Sequence[str] = ()
     overridden = override_keys(overrides)
     sources = {}
     for key, _ in _leaves(OmegaConf.to_container(cfg, resolve=True)):
-        source = "default"
+        source = f"default (preset {cfg.model.preset})" if key in PRESET_KEYS else "default"
         for file, node in files:
             if _sets(node, key):
                 source = f"file {_relative(file)}"
@@ -67,7 +71,7 @@ def format_sources(cfg: DictConfig, sources: dict[str, str], only_set: bool = Fa
     """One line per key: ``key: value  # source``, values as YAML/JSON would write them, aligned."""
     rows = []
     for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
-        if only_set and sources[key] == "default":
+        if only_set and sources[key].startswith("default"):
             continue
         rows.append((f"{key}: {json.dumps(value)}", sources[key]))
     width = max((len(text) for text, _ in rows), default=0)

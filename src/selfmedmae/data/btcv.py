@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from selfmedmae.data.decathlon import Datalist, read_msd
+from selfmedmae.data.paths import missing_root
 
 # Label value i (1..13) names ORGANS[i - 1]; 0 is background. Order as released.
 ORGANS = (
@@ -96,7 +97,7 @@ def read_btcv(root: str | os.PathLike, dataset_json: str = "transunet.json", spl
     else:
         out = Datalist(source=str(root / dataset_json))
         if not root.is_dir():
-            out.problems.append(f"{root}: dataset folder not found (data.root)")
+            out.problems.append(missing_root(root))
             return out
         _from_ids(root, wanted, out)
         if not out.problems:

@@ -20,7 +20,8 @@ from typing import List, Optional, Sequence
 import nibabel as nib
 import numpy as np
 
-from selfmedmae.data.findings import DataReport, Lines
+from selfmedmae.data.findings import DataReport, Lines, constant_problem
+from selfmedmae.data.paths import root_note, shown
 from selfmedmae.data.selection import label_count, pretrain_items
 from selfmedmae.data.splits import split_ids
 from selfmedmae.data.suffixes import is_series
@@ -40,12 +41,15 @@ class CaseFacts:
     label_counts: Counter = field(default_factory=Counter)
 
 
-def _read(path: str, facts: CaseFacts):
-    """(nibabel image, array) or (None, None) with the reason recorded."""
+def _read(path: str, facts: CaseFacts, root: Optional[str] = None):
+    """(nibabel image, array) or (None, None) with the reason recorded; ``root``: the ``data.root`` a relative
+    path was resolved against, for the message."""
     if is_series(path):
         return _read_series(path, facts)
     if not Path(path).is_file():
-        facts.problems.append(f"{path}: file not found")
+        what = "is a folder, not a volume file (nor a DICOM series)" if Path(path).is_dir() else "file not found"
+        note = root_note(root)
+        facts.problems.append(f"{shown(path)}: {what}{f' ({note})' if note else ''}")
         return None, None
     try:
         img = nib.load(path)
@@ -112,8 +116,7 @@ def _not_constant(path: str, array: np.ndarray, facts: CaseFacts) -> None:
     if array.dtype.kind == "f" and not np.isfinite(first):
         return  # reported by _finite
     if np.all(flat == first):
-        what = "every voxel is 0 (an empty or failed export?)" if first == 0 else f"every voxel is {first}"
-        facts.problems.append(f"{path}: {what}; a constant image cannot be normalised or learnt from")
+        facts.problems.append(constant_problem(path, first))
 
 
 def _shape_after(img, shape: tuple, data_cfg) -> np.ndarray:
@@ -132,7 +135,7 @@ def _shape_after(img, shape: tuple, data_cfg) -> np.ndarray:
 def check_case(item: dict, data_cfg, n_labels: Optional[int]) -> CaseFacts:
     """All checks of one case (image, and label when the item has one)."""
     facts = CaseFacts()
-    img, array = _read(item["image"], facts)
+    img, array = _read(item["image"], facts, str(data_cfg.root))
     if img is not None:
         if array.ndim not in (3, 4):
             facts.problems.append(f"{item['image']}: expected a 3D or 4D (channels last) volume, shape {array.shape}")
@@ -156,7 +159,7 @@ def check_case(item: dict, data_cfg, n_labels: Optional[int]) -> CaseFacts:
                                   f"than the crop {tuple(data_cfg.roi_size)}; it is padded")
     if "label" not in item:
         return facts
-    lab_img, label = _read(item["label"], facts)
+    lab_img, label = _read(item["label"], facts, str(data_cfg.root))
     if lab_img is None:
         return facts
     if label.ndim == 4 and label.shape[3] == 1:

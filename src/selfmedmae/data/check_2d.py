@@ -13,28 +13,51 @@ import numpy as np
 from PIL import Image
 
 from selfmedmae.data.dataset_2d import Record2D
-from selfmedmae.data.findings import DataReport
+from selfmedmae.data.findings import DataReport, constant_problem
 from selfmedmae.data.inputs import nonfinite
 from selfmedmae.data.settings import common_settings, image_settings
 from selfmedmae.errors import ConfigError
 
 
+MIN_SIDE = 16  # pixels: one patch of ViT-B/16; a smaller image, stretched to data.image_size, holds no detail
+
+
 def inspect_image(path: str) -> Tuple[Optional[str], Optional[str]]:
-    """(``'<mode> <W>x<H>'``, None) for a readable image, (None, problem line) otherwise. Reads every chunk
-    and checks its CRC (PIL ``verify``) without decompressing the pixels: catches truncated and corrupt files.
-    Float images are decoded and must be finite."""
+    """(``'<mode> <W>x<H>'``, None) for a usable image, (None, problem line) otherwise. Checks every chunk's
+    CRC (PIL ``verify``: truncated and corrupt files), then decodes the pixels: float images must be finite,
+    no image may be constant (one value everywhere) or under :data:`MIN_SIDE` pixels on a side."""
     try:
         with Image.open(path) as img:
             desc = f"{img.mode} {img.size[0]}x{img.size[1]}"
             img.verify()
-        if desc.startswith("F"):  # 32-bit float TIFFs can hold NaN / Inf
-            with Image.open(path) as img:
+        with Image.open(path) as img:
+            if img.mode == "F":  # 32-bit float TIFFs can hold NaN / Inf
                 bad = nonfinite(np.asarray(img))
-            if bad:
-                return None, f"{path}: {bad} non-finite pixel(s) (NaN or Inf)"
+                if bad:
+                    return None, f"{path}: {bad} non-finite pixel(s) (NaN or Inf)"
+            width, height = img.size
+            if min(width, height) < MIN_SIDE:
+                return None, (f"{path}: {width}x{height} pixels, under {MIN_SIDE} on a side: stretched to the model's "
+                              f"input it holds no detail to learn from")
+            value = _constant_value(img)
+        if value is not None:
+            return None, constant_problem(path, value, "pixel")
         return desc, None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on bad files
         return None, f"{path}: unreadable image ({type(exc).__name__}: {exc})".splitlines()[0]
+
+
+def _constant_value(img: Image.Image):
+    """The one value of an image that has one value everywhere (alpha ignored), else None."""
+    bands = [b for b in img.getbands() if b != "A"]
+    extrema = img.getextrema()
+    if len(img.getbands()) == 1:
+        extrema = (extrema,)
+    kept = [e for b, e in zip(img.getbands(), extrema) if b in bands]
+    if all(lo == hi for lo, hi in kept):
+        values = [lo for lo, _ in kept]
+        return values[0] if len(set(values)) == 1 else "(" + ", ".join(map(str, values)) + ")"
+    return None
 
 
 def _grey_in_colour(path: str) -> bool:
@@ -48,8 +71,9 @@ def _grey_in_colour(path: str) -> bool:
     return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
-def inspect_images(paths: List[str], report: DataReport, threads: int = 8) -> Counter:
-    """Verify every file (threads: mostly I/O); problems into ``report``; returns a Counter of modes/sizes."""
+def inspect_images(paths: List[str], report: DataReport, threads: int = 8, crop_size: int = 0) -> Counter:
+    """Verify every file (threads: mostly I/O); problems into ``report``; returns a Counter of modes/sizes.
+    An image smaller than ``crop_size`` on a side is a warning naming it: it is stretched up to the crop."""
     seen: Counter = Counter()
     deep, colour = [], []
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -58,7 +82,11 @@ def inspect_images(paths: List[str], report: DataReport, threads: int = 8) -> Co
                 report.problems.append(problem)
                 continue
             seen[desc] += 1
-            mode = desc.split()[0]
+            mode, size = desc.split()
+            width, height = (int(v) for v in size.split("x"))
+            if min(width, height) < crop_size:
+                report.warnings.append(f"{path}: {width}x{height} pixels, smaller than the crop {crop_size} "
+                                       f"(data.crop_size); it is stretched up to data.image_size")
             if mode.startswith("I"):
                 deep.append(path)
             elif mode not in ("L", "1") and not _grey_in_colour(path):

@@ -28,6 +28,7 @@ import numpy as np
 from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
 from selfmedmae.data.dataset_2d import Record2D, split_groups
 from selfmedmae.data.findings import DataReport
+from selfmedmae.data.paths import missing_file, missing_root
 
 CXR14_LABELS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -48,6 +49,7 @@ class Cxr14Scan:
     classes: List[str]
     csv_path: Optional[Path] = None
     splits: Dict[str, List[Record2D]] = field(default_factory=dict)  # train, val, test, train_val, all
+    unlabelled: List[Record2D] = field(default_factory=list)  # none: every release image is labelled
     report: DataReport = field(default_factory=DataReport)
     split_rule: str = ("test_list.txt is test; val = the seeded rule over the patients of train_val_list.txt "
                        "(data.val_fraction, data.split_seed)")
@@ -155,7 +157,7 @@ def _find_csv(root: Path, data_cfg, report: DataReport) -> Optional[Path]:
     if data_cfg.csv:
         path = root / str(data_cfg.csv)
         if not path.is_file():
-            report.problems.append(f"{path}: Data_Entry csv not found (data.csv)")
+            report.problems.append(missing_file(path, "data.csv: the Data_Entry csv", data_cfg.root))
             return None
         return path
     found = sorted(root.glob("Data_Entry_2017*.csv"))
@@ -188,7 +190,7 @@ def scan(data_cfg) -> Cxr14Scan:
     rep = out.report
     out.classes = _config_problems(data_cfg, rep)
     if not root.is_dir():
-        rep.problems.append(f"{root}: dataset folder not found (data.root)")
+        rep.problems.append(missing_root(root))
         return out
     out.csv_path = _find_csv(root, data_cfg, rep)
     rows = read_data_entry(out.csv_path, out.classes, rep) if out.csv_path else {}
@@ -242,11 +244,12 @@ def _cross_list_problems(root: Path, lists, records, rep: DataReport) -> None:
                             "(the lists must be patient-disjoint)")
 
 
-def check(data_cfg, scanned=None) -> DataReport:
-    """Every problem of a ChestX-ray14 folder (one line each, naming the file), or a summary of it."""
+def check(data_cfg, scanned=None, stage: str = "finetune") -> DataReport:
+    """Every problem of a ChestX-ray14 folder (one line each, naming the file), or a summary of it (the same
+    for every ``stage``)."""
     sc = scanned if scanned is not None else scan(data_cfg)
     rep = DataReport(list(sc.report.problems), list(sc.report.warnings), list(sc.report.summary))
-    seen = inspect_images(sorted({r.path for r in sc.splits.get("all", [])}), rep)
+    seen = inspect_images(sorted({r.path for r in sc.splits.get("all", [])}), rep, crop_size=int(data_cfg.crop_size))
     if rep.problems:
         return rep
     s = sc.splits

@@ -4,16 +4,19 @@
 (relative to the CSV's folder, or absolute), ``data.class_columns`` the classes. When it is not set the
 classes are ``data.labels`` if every one of them is a column, else every column other than the image,
 ``split`` and ``data.group_column`` columns whose cells are all 0/1 (so a config started from a
-ChestX-ray14 one does not ask for its 14 findings). With no class column the images are unlabelled
-(pre-training only); fine-tuning then stops with a message naming the CSV and its columns. Any format PIL reads (PNG, JPEG, TIFF, BMP; 8 or 16 bit) goes
-through the same preprocessing as ChestX-ray14 (``transforms_2d.py``).
+ChestX-ray14 one does not ask for its 14 findings; blank cells allowed). With no class column the images are
+unlabelled (pre-training only); fine-tuning then stops with a message naming the CSV and its columns. A row
+whose class cells are all blank is an unlabelled image: in no split, seen by pre-training only (its split
+and group cells are not read); a row with some class cells blank and others filled is a problem. Any
+format PIL reads (PNG, JPEG, TIFF, BMP; 8 or 16 bit) goes through the same preprocessing as ChestX-ray14
+(``transforms_2d.py``).
 
 Splits: a ``split`` column (train / val / test) when there is one; otherwise the project's seeded rule
 (``data.test_fraction``, ``data.val_fraction``, ``data.split_seed``; :func:`splits.seeded_split`) over the
 rows, or over the values of ``data.group_column`` (e.g. a patient id) so that a group never straddles two
 splits. With a ``split`` column and ``data.group_column`` set, a group in two splits is a problem; without
 ``data.group_column`` nothing tells which rows belong together, so it cannot be checked. ``all`` addresses
-every row. Example::
+every labelled row. Example::
 
     image,effusion,nodule,split
     imgs/a.png,1,0,train
@@ -30,7 +33,8 @@ import numpy as np
 
 from selfmedmae.data.check_2d import class_balance_warnings, config_problems_2d, inspect_images, label_counts
 from selfmedmae.data.dataset_2d import Record2D, raise_if_problems, split_groups
-from selfmedmae.data.findings import DataReport
+from selfmedmae.data.findings import DataReport, duplicated_columns
+from selfmedmae.data.paths import missing_file, missing_listed, shown
 from selfmedmae.errors import UserError
 
 SPLITS = ("train", "val", "test", "all")
@@ -43,6 +47,7 @@ class Csv2DScan:
     csv_path: Optional[Path] = None
     classes: List[str] = field(default_factory=list)
     splits: Dict[str, List[Record2D]] = field(default_factory=dict)
+    unlabelled: List[Record2D] = field(default_factory=list)  # rows whose class cells are all blank: pre-training
     report: DataReport = field(default_factory=DataReport)
     split_rule: str = ""
 
@@ -63,6 +68,10 @@ def _read_table(path: Path, report: DataReport):
     header = table[0][1]
     if header and header[-1] == "":
         header = header[:-1]  # trailing comma
+    twice = duplicated_columns(path, header)
+    if twice:
+        report.problems += twice
+        return None
     rows = []
     for n, row in table[1:]:
         if len(row) == len(header) + 1 and row[-1] == "":
@@ -81,8 +90,8 @@ def _classes(data_cfg, header: List[str], rows, path: Path, report: DataReport) 
     if data_cfg.labels and all(name in header for name in data_cfg.labels):
         return list(data_cfg.labels)
     skip = {str(data_cfg.image_column), SPLIT_COLUMN, str(data_cfg.group_column or "")}
-    found = [h for h in header if h not in skip and h
-             and all(row[h].lower() in _TRUE | _FALSE for _, row in rows)]
+    found = [h for h in header if h not in skip and h and any(row[h] for _, row in rows)
+             and all(row[h].lower() in _TRUE | _FALSE | {""} for _, row in rows)]
     if data_cfg.labels:
         names = list(data_cfg.labels)
         report.warnings.append(f"{path}: data.labels ({len(names)} names, e.g. {names[0]!r}) are not all "
@@ -101,7 +110,7 @@ def scan(data_cfg) -> Csv2DScan:
         return out
     path = out.csv_path = Path(str(data_cfg.root)) / str(data_cfg.csv)
     if not path.is_file():
-        rep.problems.append(f"{path}: file not found (data.csv)")
+        rep.problems.append(missing_file(path, "data.csv", data_cfg.root))
         return out
     table = _read_table(path, rep)
     if table is None:
@@ -116,8 +125,10 @@ def scan(data_cfg) -> Csv2DScan:
         return out
     records, split_of, seen = [], {}, {}
     for n, row in rows:
-        rec = _record(path, n, row, image_col, classes, group_col, rep)
-        value = row[SPLIT_COLUMN].lower() if SPLIT_COLUMN in header else None
+        unlabelled = bool(classes) and not any(row[c] for c in classes)  # in no split: pre-training only
+        rec = _record(path, n, row, image_col, [] if unlabelled else classes, None if unlabelled else group_col,
+                      rep, str(data_cfg.root))
+        value = row[SPLIT_COLUMN].lower() if SPLIT_COLUMN in header and not unlabelled else None
         if value is not None and value not in ("train", "val", "test"):
             rep.problems.append(f"{path}: line {n}: split {row[SPLIT_COLUMN]!r} is not train, val or test")
             rec = None
@@ -127,6 +138,9 @@ def scan(data_cfg) -> Csv2DScan:
             rep.problems.append(f"{path}: line {n}: {rec.id} is also on line {seen[rec.path]}")
             continue
         seen[rec.path] = n
+        if unlabelled:
+            out.unlabelled.append(rec)
+            continue
         split_of[rec.path] = value
         records.append(rec)
     if SPLIT_COLUMN in header:
@@ -161,7 +175,8 @@ def _straddling_groups(splits: Dict[str, List[Record2D]], group_col: str, path: 
                                 f"{SPLIT_COLUMN!r} cells differ); one {group_col} must stay in one split")
 
 
-def _record(path: Path, n: int, row: dict, image_col: str, classes: List[str], group_col, rep: DataReport):
+def _record(path: Path, n: int, row: dict, image_col: str, classes: List[str], group_col, rep: DataReport,
+            root: str):
     """One row as a Record2D, or None with its problems in ``rep``."""
     rel = row[image_col]
     if not rel:
@@ -170,13 +185,17 @@ def _record(path: Path, n: int, row: dict, image_col: str, classes: List[str], g
     image = Path(rel) if os.path.isabs(rel) else path.parent / rel
     ok = True
     if not image.is_file():
-        rep.problems.append(f"{image}: listed in {path} line {n} but not found")
+        rep.problems.append(missing_listed(image, f"listed in {shown(path)} line {n}", "image file", root))
         ok = False
     label = np.zeros(len(classes), np.float32) if classes else None
     for k, col in enumerate(classes):
         value = row[col].lower()
         if value in _TRUE:
             label[k] = 1.0
+        elif not value:
+            rep.problems.append(f"{path}: line {n}: column {col!r} is blank but other class cells of the row are "
+                                "filled; give every class a 0 or 1, or leave them all blank for an unlabelled image")
+            ok = False
         elif value not in _FALSE:
             rep.problems.append(f"{path}: line {n}: column {col!r}: {row[col]!r} is not 0 or 1")
             ok = False
@@ -199,18 +218,30 @@ def class_names(data_cfg, scanned=None) -> List[str]:
     return sc.classes
 
 
-def check(data_cfg, scanned=None) -> DataReport:
-    """Every problem of a 2D CSV dataset (one line each, naming the file), or a summary of it."""
+def check(data_cfg, scanned=None, stage: str = "finetune") -> DataReport:
+    """Every problem of a 2D CSV dataset (one line each, naming the file), or a summary of it. Fine-tuning
+    (any ``stage`` but ``pretrain``) needs a labelled row."""
     sc = scanned if scanned is not None else scan(data_cfg)
     rep = DataReport(list(sc.report.problems), list(sc.report.warnings), list(sc.report.summary))
-    seen = inspect_images(sorted({r.path for r in sc.splits.get("all", [])}), rep)
+    paths = sorted({r.path for r in sc.splits.get("all", []) + sc.unlabelled})
+    seen = inspect_images(paths, rep, crop_size=int(data_cfg.crop_size))
+    if stage != "pretrain" and sc.unlabelled and not sc.splits.get("all"):
+        rep.problems.append(f"{sc.csv_path}: no labelled row (every row's class cells are blank); fine-tuning "
+                            "needs rows with a 0 or 1 in every class column")
     if rep.problems:
         return rep
     s = sc.splits
     class_balance_warnings(s, sc.classes, str(sc.csv_path), rep)
     what = f"{len(sc.classes)} classes ({', '.join(sc.classes)})" if sc.classes else "no class columns (unlabelled)"
-    rep.summary.append(f"2D CSV {sc.csv_path}: {len(s['all'])} images, {what}")
+    blank = f", {len(sc.unlabelled)} unlabelled row(s) (class cells blank: pre-training only)" if sc.unlabelled else ""
+    rep.summary.append(f"2D CSV {sc.csv_path}: {len(s['all'])} images, {what}{blank}")
     rep.summary.append(f"splits: train {len(s['train'])}, val {len(s['val'])}, test {len(s['test'])} ({sc.split_rule})")
+    if sc.classes:
+        every = str(data_cfg.pretrain_on) == "all"
+        labelled = len(s["all"]) if every else len(s["train"])
+        rep.summary.append(f"pre-training sees {labelled + len(sc.unlabelled)} image(s): {labelled} labelled "
+                           f"({'train + val + test' if every else 'train split'}) + {len(sc.unlabelled)} unlabelled "
+                           f"(data.pretrain_on={data_cfg.pretrain_on})")
     rep.summary.append("images: " + ", ".join(f"{k}: {n}" for k, n in sorted(seen.items())))
     if sc.classes:
         for k in ("train", "val", "test"):

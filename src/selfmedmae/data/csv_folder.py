@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import List, Optional
 
 from selfmedmae.data.decathlon import Datalist, case_id, check_unique, resolve
+from selfmedmae.data.findings import duplicated_columns
+from selfmedmae.data.paths import missing_file
 
 
-def read_csv_rows(path: Path, problems: List[str]) -> Optional[List[dict]]:
-    """The rows as dicts keyed by header (cells stripped), or ``None`` with the reason in ``problems``."""
+def read_csv_rows(path: Path, problems: List[str], root: Optional[str] = None) -> Optional[List[dict]]:
+    """The rows as dicts keyed by header (cells stripped), or ``None`` with the reason in ``problems``;
+    ``root``: the ``data.root`` the path was resolved against, for the message."""
     if not path.is_file():
-        problems.append(f"{path}: file not found (data.csv)")
+        problems.append(missing_file(path, "data.csv", root))
         return None
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -38,6 +41,10 @@ def read_csv_rows(path: Path, problems: List[str]) -> Optional[List[dict]]:
         problems.append(f"{path}: no data rows (a header line and one row per case are expected)")
         return None
     header = [h.strip() for h in table[0]]
+    twice = duplicated_columns(path, header)
+    if twice:
+        problems += twice
+        return None
     rows = []
     for line, row in enumerate(table[1:], start=2):
         # A trailing empty cell (trailing comma) is tolerated; any other width mismatch is malformed.
@@ -57,7 +64,7 @@ def read_csv_folder(root: str | os.PathLike, csv_file: Optional[str], image_colu
         out.problems.append("data.csv: not set; name the CSV of image / label paths (relative to data.root)")
         return out
     path = root / csv_file
-    rows = read_csv_rows(path, out.problems)
+    rows = read_csv_rows(path, out.problems, str(root))
     if rows is None:
         return out
     columns = set(rows[0]) if rows else set()

@@ -150,7 +150,7 @@ class Image2DDataset(Dataset):
 
 def select_records(scanned, data_cfg) -> Dict[str, List[Record2D]]:
     """The scan's splits with ``train`` = fine-tuning's subset, ``train_pool`` = the whole train split and
-    ``pretrain`` = pre-training's images. Raises :class:`UserError` on a problem of the data or settings."""
+    ``pretrain`` = pre-training's images (with the scan's ``unlabelled`` images, which are in no split). Raises :class:`UserError` on a problem of the data or settings."""
     raise_if_problems(scanned.report)
     problems = selection_problems(data_cfg)
     if problems:
@@ -160,7 +160,7 @@ def select_records(scanned, data_cfg) -> Dict[str, List[Record2D]]:
     kept = set(label_subset([r.id for r in pool], data_cfg.label_fraction, data_cfg.max_labelled,
                             data_cfg.label_seed))
     out["train_pool"], out["train"] = pool, [r for r in pool if r.id in kept]
-    out["pretrain"] = out["all"] if str(data_cfg.pretrain_on) == "all" else pool
+    out["pretrain"] = (out["all"] if str(data_cfg.pretrain_on) == "all" else pool) + list(scanned.unlabelled)
     return out
 
 
@@ -169,7 +169,8 @@ def splits_record_2d(data_cfg, scanned) -> dict:
     splits = select_records(scanned, data_cfg)
     parts = {name: [(r.id, r.path) for r in splits.get(name, [])] for name in ("train", "val", "test", "train_pool")}
     rule = scanned.split_rule
-    return splits_record(rule, str(data_cfg.root), parts, subset_rule(data_cfg))
+    more = {"pretrain_unlabelled": [r.id for r in scanned.unlabelled]} if scanned.unlabelled else {}
+    return splits_record(rule, str(data_cfg.root), parts, subset_rule(data_cfg), **more)
 
 
 def raise_if_problems(report, hint: str = "run `selfmedmae check-data` to list them all") -> None:

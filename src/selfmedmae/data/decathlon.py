@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from selfmedmae.data.findings import Lines
+from selfmedmae.data.paths import missing_file, missing_root
 from selfmedmae.data.suffixes import VOLUME_SUFFIXES, strip_suffix
 
 @dataclass
@@ -59,10 +60,11 @@ def resolve(root: Path, item: str) -> str:
     return os.path.normpath(os.path.join(str(root), item))
 
 
-def read_json(path: Path, problems: List[str]) -> Optional[dict]:
-    """The parsed JSON object, or ``None`` with the reason appended to ``problems``."""
+def read_json(path: Path, problems: List[str], key: str = "", root: Optional[str] = None) -> Optional[dict]:
+    """The parsed JSON object, or ``None`` with the reason appended to ``problems`` (naming ``key`` and the
+    ``data.root`` the path was resolved against, when given)."""
     if not path.is_file():
-        problems.append(f"{path}: file not found")
+        problems.append(missing_file(path, key, root))
         return None
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
@@ -136,9 +138,9 @@ def read_msd(root: str | os.PathLike, dataset_json: str = "dataset.json") -> Dat
     path = root / dataset_json
     out = Datalist(source=str(path))
     if not root.is_dir():
-        out.problems.append(f"{root}: dataset folder not found (data.root)")
+        out.problems.append(missing_root(root))
         return out
-    meta = read_json(path, out.problems)
+    meta = read_json(path, out.problems, "data.dataset_json", str(root))
     if meta is None:
         return out
     if "training" not in meta:

@@ -18,6 +18,29 @@ def one_line(text: Any) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in s)
 
 
+def constant_problem(path: Any, value: Any, unit: str = "voxel") -> str:
+    """The problem line of an image with one value everywhere (all zero: a failed export): nothing to learn,
+    and its intensity normalisation divides by zero."""
+    what = f"every {unit} is 0 (an empty or failed export?)" if value == 0 else f"every {unit} is {value}"
+    return f"{path}: {what}; a constant image cannot be normalised or learnt from"
+
+
+def duplicated_columns(path: Any, header: Iterable[str]) -> list:
+    """A problem line for each name a CSV header holds twice (a reader keyed by name would keep one column
+    and drop the other): the name, its column numbers (from 1) and the file."""
+    first: dict = {}
+    problems = []
+    for number, name in enumerate(header, start=1):
+        if not name:
+            continue
+        if name in first:
+            problems.append(f"{path}: column {name!r} appears twice in the header (columns {first[name]} and "
+                            f"{number}); rename or remove one")
+        else:
+            first[name] = number
+    return problems
+
+
 class Lines(list):
     """A list of messages that keeps each one on one line (:func:`one_line`)."""
 

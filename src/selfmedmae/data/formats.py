@@ -222,7 +222,7 @@ class Images:
         return self._mod().scan(data_cfg)
 
     def check(self, data_cfg, scan, stage: str) -> DataReport:
-        return self._mod().check(data_cfg, scan)
+        return self._mod().check(data_cfg, scan, stage)
 
     def labels(self, data_cfg, scan) -> Labels:
         from selfmedmae.data.dataset_2d import raise_if_problems

@@ -35,10 +35,12 @@ def _yaml(value: object) -> str:
 
 def render(kind: str, data_arg: str, scan: Scan) -> str:
     """The data + model config (``--out``): what the scan found, shared by both stages."""
+    patch = int(scan.model.get("patch_size", 16))
+    size = "the paper's ViT-B/16" if patch == 16 else f"ViT-B/{patch}: ViT-B widths, the patch_size below"
     lines = [f"# Written by `selfmedmae init-config {kind} --data {data_arg}`: the data and model of your runs, a",
              "# starting point to read and adjust; `selfmedmae check-data` it. Every key: docs/config-reference.md.",
              *[f"# scan: {n}" for n in scan.notes],
-             "model:", "  preset: vit_base        # the paper's ViT-B/16; vit_small / vit_tiny need less compute"]
+             "model:", f"  preset: vit_base        # {size}; vit_small / vit_tiny need less compute"]
     lines += [f"  {k}: {_yaml(v)}" for k, v in scan.model.items()]
     lines += ["data:"] + [f"  {k}: {_yaml(v)}" for k, v in scan.data.items()]
     return "\n".join(lines) + "\n"

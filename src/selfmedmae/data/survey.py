@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from selfmedmae.data.findings import duplicated_columns
 from selfmedmae.data.suffixes import IMAGE_SUFFIXES, VOLUME_SUFFIXES
 from selfmedmae.errors import UserError
 
@@ -182,7 +183,11 @@ def scan_3d(data: Path, config_dir: Path) -> Scan:
 def _read_csv(path: Path) -> List[Dict[str, str]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(fh)]
+            reader = csv.DictReader(fh)
+            twice = duplicated_columns(path, [h.strip() for h in reader.fieldnames or []])
+            if twice:
+                raise UserError(twice[0])
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"{path}: unreadable CSV ({exc.__class__.__name__})") from None
     if not rows:

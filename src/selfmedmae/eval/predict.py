@@ -32,6 +32,9 @@ def run(checkpoint: str | os.PathLike, inputs: Sequence[str], out: str | os.Path
     inputs, more = separate(inputs)
     loaded = load_run(checkpoint, list(overrides) + more)
     task = task_of_kind(loaded.kind)(loaded.labels)
+    for flag, given in (("--probabilities", probs), ("--figures", figures)):
+        if given and flag in task.predict_refuses:
+            raise UserError(f"{flag}: {task.predict_refuses[flag]}")
     files = collect(inputs, volumes=task.volumes)
     if output_format == "dicom-seg":
         not_dicom = [f for f in files if not (task.volumes and is_series(f))]

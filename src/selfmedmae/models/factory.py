@@ -13,7 +13,7 @@ from torch import nn
 
 from selfmedmae.models.classifier import ViTClassifier
 from selfmedmae.models.mae import MAE
-from selfmedmae.models.presets import sizes
+from selfmedmae.models.presets import decoder_sizes, sizes
 from selfmedmae.models.unetr import UNETR
 from selfmedmae.models.vit import ViT
 
@@ -69,6 +69,7 @@ def model_args(kind: str, model_cfg: Any, img_size: list[int], in_chans: int,
     if kind == "mae":
         args["encoder"]["drop_path_rate"] = 0.0  # no stochastic depth in pre-training (official)
         args.update({k: getattr(model_cfg, k) for k in MAE_ARGS})
+        args.update(decoder_sizes(model_cfg))  # the preset's decoder where the config leaves it null
     elif kind == "classifier":
         args.update(num_classes=int(num_classes), global_pool=bool(model_cfg.global_pool))
     elif kind == "unetr":

@@ -1,31 +1,35 @@
-"""ViT sizes, in one place, and the rule that lays a config's explicit sizes over its preset. ``vit_base``
-(ViT-B/16) is the paper's encoder."""
+"""The rule that lays a config's explicit model sizes over its preset: the ViT encoder's and the MAE decoder's.
+The preset tables sit beside the schema (:mod:`selfmedmae.config.sections`); ``vit_base`` (ViT-B/16) is the
+paper's encoder."""
 from __future__ import annotations
 
 from typing import Any
 
 from selfmedmae.config.rules import err
+from selfmedmae.config.sections import PRESET_DECODERS, PRESETS  # the tables, beside the schema's ModelConfig
 
-PRESETS: dict[str, dict[str, int]] = {
-    "vit_nano": dict(embed_dim=48, depth=2, num_heads=4),  # tests and smoke runs
-    "vit_micro": dict(embed_dim=96, depth=4, num_heads=4),  # CPU demos
-    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
-    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
-    "vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
-    "vit_huge": dict(embed_dim=1280, depth=32, num_heads=16),
-}
 SIZE_KEYS = ("embed_dim", "depth", "num_heads")
+DECODER_KEYS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads")
 
 
 def sizes(model_cfg: Any) -> dict[str, int]:
     """``embed_dim``, ``depth``, ``num_heads`` of a ``model`` config section: its preset's, each replaced by the
     section's own value where that is set. An unknown preset or a size <= 0 is a ConfigError naming the key."""
+    return _laid_over(model_cfg, PRESETS, SIZE_KEYS)
+
+
+def decoder_sizes(model_cfg: Any) -> dict[str, int]:
+    """``decoder_embed_dim``, ``decoder_depth``, ``decoder_num_heads`` of the MAE decoder: the preset's
+    (:data:`PRESET_DECODERS`), each replaced by the section's own value where that is set."""
+    return _laid_over(model_cfg, PRESET_DECODERS, DECODER_KEYS)
+
+
+def _laid_over(model_cfg: Any, table: dict, keys: tuple) -> dict[str, int]:
     name = model_cfg.preset
-    if name not in PRESETS:
-        raise err("model.preset", f"{name!r} is not one of {', '.join(PRESETS)}")
-    out = dict(PRESETS[name])
-    for key in SIZE_KEYS:
+    if name not in table:
+        raise err("model.preset", f"{name!r} is not one of {', '.join(table)}")
+    out = dict(table[name])
+    for key in keys:
         value = getattr(model_cfg, key)
         if value is not None:
             if int(value) <= 0:

@@ -180,6 +180,12 @@ class Classification:
 
     # -- predict ---------------------------------------------------------------------------------------
     volumes = False  # predict's inputs are 2D images
+    # predict's options this task has no use for, each with what to do instead (refused before any work)
+    predict_refuses = {
+        "--probabilities": "predictions.csv always holds the probability of every class (one column per class); "
+                           "leave the option out",
+        "--figures": "overlays are drawn for segmentation only; predictions.csv holds every class's probability",
+    }
 
     @staticmethod
     def predict_outputs(files: Sequence[Path], probs: bool, figures: bool,
@@ -189,8 +195,6 @@ class Classification:
 
     def predict(self, run: LoadedRun, files: Sequence[Path], out: Path, probs: bool, figures: bool,
                 output_format: str = "nifti") -> None:  # output_format: volumes only (predict refuses dicom-seg here)
-        if probs or figures:
-            print("note: --probabilities / --figures apply to segmentation; the CSV holds the probabilities")
         for f in files:  # every image, before any inference
             check_image(f)
         from selfmedmae.data.facade import build

@@ -285,6 +285,7 @@ class Segmentation:
 
     # -- predict ---------------------------------------------------------------------------------------
     volumes = True  # predict's inputs are volumes
+    predict_refuses: dict = {}  # every predict option applies
 
     @staticmethod
     def predict_outputs(files: Sequence[Path], probs: bool, figures: bool,
