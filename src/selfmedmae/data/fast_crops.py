@@ -49,6 +49,10 @@ def seed_transform(transform, seed: int) -> None:
         transform.set_random_state(seed=seed)
 
 
+def _numpy(indices) -> np.ndarray:
+    return indices.numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
+
+
 class LabelGuidedCropsFlips(Randomizable, Transform):
     """``num_samples`` crops of ``roi_size`` per volume, centred on a foreground voxel with probability
     ``pos / (pos + neg)`` and on a background one otherwise (from the cached candidate indices), each then
@@ -89,23 +93,30 @@ class LabelGuidedCropsFlips(Randomizable, Transform):
         if len(fg) == 0 and len(bg) == 0:
             raise ValueError("no voxel to centre a crop on (empty foreground and background)")
         pos_ratio = self.pos_ratio if len(fg) and len(bg) else (0.0 if len(fg) == 0 else 1.0)
-        size = np.asarray(self.roi_size)
-        if np.any(np.asarray(shape) < size):
+        shape = [int(n) for n in shape]
+        if any(n < s for n, s in zip(shape, self.roi_size)):
             raise ValueError(f"the crop {self.roi_size} is larger than the volume {tuple(shape)}")
-        lo = size // 2
-        hi = np.subtract(np.asarray(shape) + 1, size / 2).astype(np.uint16).astype(np.int64)
-        hi = np.where(lo == hi, hi + 1, hi)
+        # the valid centres [lo, hi): MONAI's floor(s / 2) .. uint16(n + 1 - s / 2), widened where empty
+        lo = [s // 2 for s in self.roi_size]
+        hi = [int(n + 1 - s / 2) for n, s in zip(shape, self.roi_size)]
+        hi = [h + 1 if h == a else h for a, h in zip(lo, hi)]
+        strides = [1] * len(shape)  # C order, as the flat indices were taken
+        for i in range(len(shape) - 2, -1, -1):
+            strides[i] = strides[i + 1] * shape[i + 1]
         out = []
         for _ in range(self.num_samples):
             pool = fg if self.R.rand() < pos_ratio else bg
             flat = int(pool[self.R.randint(len(pool))])
-            centre = np.unravel_index(flat, tuple(shape))
-            out.append(tuple(int(min(max(c, a), b - 1)) for c, a, b in zip(centre, lo, hi)))
+            centre = []
+            for stride in strides:
+                c, flat = divmod(flat, stride)
+                centre.append(c)
+            out.append(tuple(min(max(c, a), h - 1) for c, a, h in zip(centre, lo, hi)))
         return out
 
     def __call__(self, data) -> List[dict]:
         d = dict(data)
-        fg, bg = (np.asarray(torch.as_tensor(d.pop(k)).numpy()) for k in (self.fg_key, self.bg_key))
+        fg, bg = (_numpy(d.pop(k)) for k in (self.fg_key, self.bg_key))
         image = d.pop(self.image_key)
         image = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
         d.pop(self.label_key, None)
