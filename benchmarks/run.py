@@ -2,8 +2,9 @@
 
 Sections: matmul peaks (fp32, bf16), the MAE pre-training step against MONAI (``bench_mae.py``), the
 attention backends and the norm-pix target in isolation, UNETR sliding-window inference against MONAI
-(``bench_unetr.py``), and the cache fill of BTCV-sized volumes (``bench_cache.py``). Prints each table
-and appends them, with the machine (CPU model and flags, threads), torch version, commit and date, to
+(``bench_unetr.py``), the cache fill of BTCV-sized volumes (``bench_cache.py``), and on a CPU the demo's
+pre-training steps per second against the data path before ``fast_crops.py`` (``bench_pretrain_steps.py``).
+Prints each table and appends them, with the machine (CPU model and flags, threads), torch version, commit and date, to
 ``benchmarks/RESULTS.md`` (``--no-write`` to skip). ``--quick`` runs the same code at toy sizes.
 
 Precision: each case runs in float32 and in bf16 autocast. On a CPU without native bf16 (no AMX, no
@@ -31,6 +32,7 @@ import torch  # noqa: E402
 
 import bench_cache  # noqa: E402
 import bench_mae  # noqa: E402
+import bench_pretrain_steps  # noqa: E402
 import bench_unetr  # noqa: E402
 from benchlib import REPO, commit, load_avg, machine, matmul_peak, now, table  # noqa: E402
 from selfmedmae.runtime.device import cpu_has_native_bf16  # noqa: E402
@@ -147,8 +149,8 @@ def main(argv=None) -> int:
     parser.add_argument("--unetr-passes", type=int, default=2, help="passes per model over the UNETR volume")
     parser.add_argument("--unetr-size", type=int, nargs=3, help="volume for UNETR inference (default 192 192 128)")
     parser.add_argument("--bf16", choices=("auto", "all", "none"), default="auto")
-    parser.add_argument("--sections", nargs="+", default=["mae", "micro", "unetr", "cache"],
-                        choices=["mae", "micro", "unetr", "cache"])
+    parser.add_argument("--sections", nargs="+", default=["mae", "micro", "unetr", "cache", "pretrain"],
+                        choices=["mae", "micro", "unetr", "cache", "pretrain"])
     parser.add_argument("--volumes", type=int, default=1, help="BTCV-sized volumes to cache")
     parser.add_argument("--crop-reps", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -183,6 +185,9 @@ def main(argv=None) -> int:
             section_unetr(args, device, out)
         if "cache" in args.sections:
             section_cache(args, out, step_rate)
+        if "pretrain" in args.sections and args.device == "cpu":
+            lines = bench_pretrain_steps.measure(epochs=2 if args.quick else 20, reps=2 if args.quick else 10)
+            out += ["#" + line if line.startswith("## ") else line for line in lines]
     finally:
         out += [f"Matmul peak, best over the run (used for the FLOP floors): fp32 {peaks['fp32'] / 1e9:.1f} "
                 f"GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s.",
