@@ -79,6 +79,14 @@ def _curve(args: argparse.Namespace) -> int:
                scratch_config=args.scratch_config)
 
 
+def _pretrain_curve(args: argparse.Namespace) -> int:
+    from selfmedmae.experiments.pretrain_curve import parse_epochs, run
+
+    return run(args.config, args.overrides, pretrain=args.pretrain, epochs=parse_epochs(args.epochs),
+               seeds=args.seeds, pretrain_overrides=args.pretrain_set, scratch_config=args.scratch_config,
+               out=args.out)
+
+
 def _tune(args: argparse.Namespace) -> int:
     from selfmedmae.experiments.tune import run
 
@@ -319,6 +327,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "with init=scratch")
     p.add_argument("--out", default=None, help="output folder (default: curve/ beside CONFIG's run.dir)")
     p.set_defaults(handler=_curve)
+
+    p = sub.add_parser("pretrain-curve", help="how long to pre-train: fine-tuned validation score against "
+                                              "pre-training epochs",
+                       description="Pre-train with --pretrain for each length in --epochs (only train.epochs "
+                                   "changes), fine-tune CONFIG from each and from scratch for each seed, judge "
+                                   "each by its best validation score (the test split is never read), and write "
+                                   "pretrain_curve.md / .csv / .json / .png. Re-running skips finished runs.")
+    p.add_argument("config", metavar="CONFIG", help="fine-tuning config (its init is set by the curve)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the fine-tuning config")
+    p.add_argument("--pretrain", required=True, metavar="CONFIG", help="pre-training config")
+    p.add_argument("--epochs", required=True, help="pre-training lengths in epochs, e.g. 100,300,900")
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="key=value",
+                   help="an override of the pre-training config (repeatable)")
+    p.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds per length (default 1)")
+    p.add_argument("--scratch-config", default=None, metavar="CONFIG",
+                   help="the scratch reference's own fine-tuning config; default: CONFIG with init=scratch")
+    p.add_argument("--out", default=None, help="output folder (default: pretrain_curve/ beside CONFIG's run.dir)")
+    p.set_defaults(handler=_pretrain_curve)
 
     p = sub.add_parser("tune", help="fine-tuning recipe search: one grid for every init, judged on validation",
                        description="Fine-tune CONFIG for every combination of the --grid values, from every --init "
