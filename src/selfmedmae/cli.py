@@ -158,6 +158,15 @@ def _numbers(kind: type) -> Callable[[str], list]:
     return parse
 
 
+def _add_mae_vs_scratch_options(p: argparse.ArgumentParser) -> None:
+    """The options ``curve`` and ``pretrain-curve`` share: pre-training overrides and scratch's own config."""
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="key=value",
+                   help="an override of the pre-training config (repeatable)")
+    p.add_argument("--scratch-config", default=None, metavar="CONFIG",
+                   help="the scratch runs' own fine-tuning config (e.g. tuned by `selfmedmae tune`); default: CONFIG "
+                        "with init=scratch")
+
+
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     from selfmedmae.experiments import REPRODUCE_DATASETS as DATASETS, REPRODUCE_KINDS as KINDS
 
@@ -317,14 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="labelled fractions (default 0.1,0.25,0.5,1.0)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per fraction and init (default 3)")
     p.add_argument("--pretrain", default=None, metavar="CONFIG", help="pre-training config, run first if unfinished")
-    p.add_argument("--pretrain-set", action="append", default=[], metavar="key=value",
-                   help="an override of the pre-training config (repeatable)")
     p.add_argument("--budget", default="epochs", choices=("epochs", "steps"),
                    help="epochs: train.epochs for every fraction (default); steps: epochs scaled by all / kept "
                         "labelled cases, so each fraction gets about the optimiser steps of the full set")
-    p.add_argument("--scratch-config", default=None, metavar="CONFIG",
-                   help="the scratch runs' own fine-tuning config (e.g. tuned by `selfmedmae tune`); default: CONFIG "
-                        "with init=scratch")
+    _add_mae_vs_scratch_options(p)
     p.add_argument("--out", default=None, help="output folder (default: curve/ beside CONFIG's run.dir)")
     p.set_defaults(handler=_curve)
 
@@ -338,11 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the fine-tuning config")
     p.add_argument("--pretrain", required=True, metavar="CONFIG", help="pre-training config")
     p.add_argument("--epochs", required=True, help="pre-training lengths in epochs, e.g. 100,300,900")
-    p.add_argument("--pretrain-set", action="append", default=[], metavar="key=value",
-                   help="an override of the pre-training config (repeatable)")
     p.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds per length (default 1)")
-    p.add_argument("--scratch-config", default=None, metavar="CONFIG",
-                   help="the scratch reference's own fine-tuning config; default: CONFIG with init=scratch")
+    _add_mae_vs_scratch_options(p)
     p.add_argument("--out", default=None, help="output folder (default: pretrain_curve/ beside CONFIG's run.dir)")
     p.set_defaults(handler=_pretrain_curve)
 

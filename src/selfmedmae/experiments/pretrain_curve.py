@@ -30,7 +30,7 @@ from selfmedmae.data.facade import build
 from selfmedmae.errors import UserError
 from selfmedmae.experiments.compare import mean_std, pm
 from selfmedmae.experiments.stages import train
-from selfmedmae.experiments.tune import best_score
+from selfmedmae.experiments.tune import best_score, strict_json
 from selfmedmae.outputs.atomic import replacing, write_text
 
 OWNED = {"override": ("init", "run.dir", "run.seed", "run.resume", "stage"),  # keys the curve sets itself
@@ -180,10 +180,6 @@ def summarize(tunings: Sequence[Tuning]) -> list[dict]:
     return rows
 
 
-def _none(x):
-    return None if isinstance(x, float) and not math.isfinite(x) else x
-
-
 def write_outputs(lengths: Sequence[Length], tunings: Sequence[Tuning], out_dir: Path, command: str = "") -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     metric = next((t.metric for t in tunings if t.metric), "validation score")
@@ -218,11 +214,10 @@ def write_outputs(lengths: Sequence[Length], tunings: Sequence[Tuning], out_dir:
             w.writerow([t.epochs, t.seed, t.metric, f"{t.score:.6f}", t.run_dir,
                         by_len[t.epochs].run_dir if t.epochs in by_len else ""])
     record = {"command": command, "metric": metric,
-              "rows": [{k: (_none(v) if not isinstance(v, list) else [_none(x) for x in v]) for k, v in r.items()}
-                       for r in rows],
+              "rows": rows,
               "pretrain": [{"epochs": L.epochs, "run_dir": str(L.run_dir), "overrides": L.sets,
-                            "final_loss": _none(L.final_loss), "wall_s": L.wall_s} for L in lengths]}
-    write_text(paths[2], json.dumps(record, indent=1, allow_nan=False) + "\n")
+                            "final_loss": L.final_loss, "wall_s": L.wall_s} for L in lengths]}
+    write_text(paths[2], json.dumps(strict_json(record), indent=1, allow_nan=False) + "\n")
     plot(rows, metric, paths[3])
     return paths
 

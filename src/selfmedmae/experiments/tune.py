@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,14 +140,14 @@ def run(config: str, overrides: Sequence[str] = (), *, grid: Sequence[str], init
     return 0
 
 
-def _finite(obj):
-    """NaN -> None, recursively (strict JSON)."""
-    if isinstance(obj, float) and obj != obj:
+def strict_json(obj):
+    """``obj`` with every NaN or infinite float replaced by None, recursively (what strict JSON can hold)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [strict_json(v) for v in obj]
     return obj
 
 
@@ -202,7 +203,7 @@ def write_outputs(trials: Sequence[Trial], grid: Grid, named: dict[str, str], ou
               "rows": rows, "winners": winners,
               "runs": [{"init": t.init, "sets": list(t.sets), "seed": t.seed, "run_dir": str(t.run_dir),
                         "score": t.score} for t in trials]}
-    write_text(paths[1], json.dumps(_finite(record), indent=1, allow_nan=False, default=str) + "\n")
+    write_text(paths[1], json.dumps(strict_json(record), indent=1, allow_nan=False, default=str) + "\n")
     with replacing(paths[2]) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["init", *[k for k, _ in grid.axes], "seed", metric, "run_dir"])
