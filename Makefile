@@ -17,7 +17,7 @@ install: venv
 	$(PY) -m pip install -q -e ".[test]"
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile  # one worker per core, each test file on one worker
 
 # DEMO=hippocampus or cxr14 runs one sample; SEEDS=3 compares MAE with scratch over 3 fine-tuning seeds.
 SEEDS ?= 1

@@ -10,6 +10,14 @@ import pytest
 # computes must not depend on how busy the machine is. tests/test_auto_precision.py turns the measurement on.
 os.environ.setdefault("SELFMEDMAE_PRECISION_PROBE", "0")
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker and the processes it starts get one
+# thread, so that the workers share the cores instead of oversubscribing them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
